@@ -1,0 +1,389 @@
+"""Configuration: YAML in, a validated frozen :class:`Config` out.
+
+Theory of operation: the YAML text is composed once into nodes, which gives
+every key path its line number and catches keys given twice (PyYAML would keep
+the last one silently). The plain data is then validated by pydantic v2 models
+with ``extra="forbid"``; finally the checks that span several keys (an address
+listed twice, a backup that is not a configured NIC, a route gateway no NIC can
+reach) run over the model. Every failure becomes one :class:`ConfigError`
+whose text is ``file:line: key.path: message`` -- never a traceback.
+
+This module reads the file it is given and nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from ipshift.model import IPAddress, IPInterface, IPNetwork
+
+DEFAULT_CONFIG_PATH = "/etc/ipshift/ipshift.yaml"
+DEFAULT_SOCKET_PATH = "/run/ipshift/ipshift.sock"
+
+_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, printable as one line."""
+
+    def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.path = path
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+# --------------------------------------------------------------------------- value parsers
+
+
+def _parse_interface(value: Any) -> IPInterface:
+    if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return value
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(f"{value!r} is not an IP interface address (write it as ADDRESS/PREFIX)")
+    try:
+        iface = ipaddress.ip_interface(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP interface address") from None
+    net = iface.network
+    if isinstance(iface, ipaddress.IPv4Interface):
+        if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
+            which = "network" if iface.ip == net.network_address else "broadcast"
+            raise ValueError(f"{value!r} is the {which} address of its prefix, not a host address")
+    elif net.prefixlen < 127 and iface.ip == net.network_address:
+        raise ValueError(f"{value!r} is the subnet-router anycast address of its prefix, not a host address")
+    if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
+        raise ValueError(f"{value!r} is not a unicast host address")
+    return iface
+
+
+def _parse_ip(value: Any) -> IPAddress:
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return value
+    try:
+        return ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
+def _parse_network(value: Any) -> IPNetwork:
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return value
+    text = str(value).strip()
+    if text == "default":
+        return ipaddress.IPv4Network("0.0.0.0/0")
+    if text in ("default6", "::/0"):
+        return ipaddress.IPv6Network("::/0")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            raise ValueError(f"{value!r} has host bits set; a route destination is a network") from None
+        raise ValueError(f"{value!r} is not an IP network") from None
+
+
+def parse_duration(value: Any) -> float:
+    """'100ms' -> 0.1, '2s' -> 2.0. Bare numbers are refused: the unit is required."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"{value!r} needs a unit: write e.g. '100ms' or '2s'")
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration: write e.g. '100ms' or '2s'")
+    number = float(match.group(1))
+    return number / 1000.0 if match.group(2) == "ms" else number
+
+
+def _address_long_form(value: Any) -> Any:
+    return {"address": value} if isinstance(value, str) else value
+
+
+IfaceAddr = Annotated[IPInterface, BeforeValidator(_parse_interface)]
+IPAddr = Annotated[IPAddress, BeforeValidator(_parse_ip)]
+Net = Annotated[IPNetwork, BeforeValidator(_parse_network)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AddressConfig(_Strict):
+    address: IfaceAddr
+    mac: Literal["move", "stay"] = "stay"
+    vlan: int | None = Field(default=None, ge=1, le=4094)
+
+
+class RouteConfig(_Strict):
+    to: Net
+    via: IPAddr | None = None
+    metric: int | None = Field(default=None, ge=0)
+
+
+class InterfaceConfig(_Strict):
+    addresses: list[Annotated[AddressConfig, BeforeValidator(_address_long_form)]] = []
+    routes: list[RouteConfig] = []
+    backups: list[str] | None = None
+    max_addresses: int | None = Field(default=None, ge=1)
+    max_extra_macs: int | None = Field(default=None, ge=0)
+    vlans: list[Annotated[int, Field(ge=1, le=4094)]] | None = None
+
+
+class ProbeConfig(_Strict):
+    targets: list[IPAddr] = Field(min_length=1)
+    interval: Duration = 0.1
+    misses: int = Field(default=3, ge=1)
+    rises: int = Field(default=2, ge=1)
+    mode: Literal["any", "all"] = "any"
+
+
+class DetectConfig(_Strict):
+    link: bool = True
+    probe: ProbeConfig | None = None
+
+
+class AnnounceConfig(_Strict):
+    count: int = Field(default=3, ge=1, le=100)
+    interval: Duration = 0.2
+    refresh: Duration | None = None
+
+
+class FailbackConfig(_Strict):
+    mode: Literal["auto", "manual"] = "auto"
+    delay: Duration = 2.0
+    flap_count: int = Field(default=4, ge=2)
+    flap_window: Duration = 10.0
+
+
+class ConflictConfig(_Strict):
+    enabled: bool = True
+    timeout: Duration = 0.2
+
+
+class PeerConfig(_Strict):
+    name: str
+    addresses: list[IPAddr] = []
+
+
+class Config(_Strict):
+    interfaces: dict[str, InterfaceConfig] = Field(min_length=1)
+    detect: DetectConfig = DetectConfig()
+    announce: AnnounceConfig = AnnounceConfig()
+    failback: FailbackConfig = FailbackConfig()
+    conflict_check: ConflictConfig = ConflictConfig()
+    peers: list[PeerConfig] = []
+    sysctl: Literal["manage", "warn"] = "warn"
+    state_dir: str = "/var/lib/ipshift"
+    socket: str = DEFAULT_SOCKET_PATH
+
+    # -- derived views used by the planner and the daemon (pure) --
+
+    def home_of(self, ip: IPAddress) -> str | None:
+        for name, iface in self.interfaces.items():
+            for addr in iface.addresses:
+                if addr.address.ip == ip:
+                    return name
+        return None
+
+    def address_config(self, ip: IPAddress) -> AddressConfig | None:
+        for iface in self.interfaces.values():
+            for addr in iface.addresses:
+                if addr.address.ip == ip:
+                    return addr
+        return None
+
+    def all_addresses(self) -> list[tuple[str, AddressConfig]]:
+        return [(name, a) for name, iface in self.interfaces.items() for a in iface.addresses]
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    data: Any
+    lines: Mapping[str, int]
+
+
+def _join(path: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _walk(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(file, line, _join(path, key), f"given twice (first on line {seen[key]})")
+            seen[key] = line
+            child = _join(path, key)
+            lines[child] = line
+            _walk(value_node, child, lines, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            child = _join(path, i)
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines, file)
+
+
+def _load_yaml(text: str, file: str) -> _Located:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(file, line, "", f"YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, None, "", f"YAML error: {exc}".splitlines()[0]) from None
+    if node is None or data is None:
+        raise ConfigError(file, 1, "", "the file is empty: it needs at least 'interfaces:'")
+    if not isinstance(data, dict):
+        raise ConfigError(file, node.start_mark.line + 1, "", "the top level must be a mapping of keys")
+    lines: dict[str, int] = {}
+    _walk(node, "", lines, file)
+    return _Located(data, lines)
+
+
+def _loc_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        path = _join(path, part)
+    return path
+
+
+def _best_line(lines: Mapping[str, int], loc: tuple[int | str, ...]) -> tuple[int | None, str]:
+    """The line of the longest prefix of ``loc`` that exists in the file, and that prefix's path."""
+    parts = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+    for n in range(len(parts), -1, -1):
+        path = _loc_path(tuple(parts[:n]))
+        if path in lines:
+            return lines[path], path
+    return None, ""
+
+
+def _error_text(err: Mapping[str, Any]) -> str:
+    kind = err.get("type", "")
+    msg = str(err.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in ("literal_error",):
+        return f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+    if kind in ("greater_than_equal", "less_than_equal", "int_parsing", "int_type", "bool_parsing",
+                "bool_type", "too_short", "list_type", "dict_type", "model_type", "string_type",
+                "int_from_float"):
+        return f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+    return msg
+
+
+def _from_validation_error(exc: ValidationError, located: _Located, file: str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    line, found = _best_line(located.lines, loc)
+    if err["type"] == "missing":
+        path = _loc_path(loc)
+    else:
+        path = found or _loc_path(loc)
+    return ConfigError(file, line, path, _error_text(err))
+
+
+# --------------------------------------------------------------------------- cross-key checks
+
+
+def _cross_checks(cfg: Config, lines: Mapping[str, int], file: str) -> None:
+    def fail(path: str, message: str) -> ConfigError:
+        return ConfigError(file, lines.get(path), path, message)
+
+    seen: dict[IPAddress, str] = {}
+    for name, iface in cfg.interfaces.items():
+        if not _IFNAME.match(name):
+            raise fail(_join("interfaces", name), f"{name!r} is not a valid interface name")
+        for i, addr in enumerate(iface.addresses):
+            path = f"interfaces.{name}.addresses[{i}]"
+            ip = addr.address.ip
+            if ip in seen:
+                raise fail(path, f"{addr.address} is listed twice (also at {seen[ip]})")
+            seen[ip] = path
+            if addr.address.ip.version == 6 and addr.address.ip.is_link_local:
+                raise fail(path, f"{addr.address} is link-local: link-local addresses never move")
+
+    for name, iface in cfg.interfaces.items():
+        if iface.backups is not None:
+            for i, backup in enumerate(iface.backups):
+                path = f"interfaces.{name}.backups[{i}]"
+                if backup == name:
+                    raise fail(path, f"{backup!r} cannot back itself up")
+                if backup not in cfg.interfaces:
+                    raise fail(path, f"{backup!r} is not a configured interface")
+                if iface.backups.index(backup) != i:
+                    raise fail(path, f"{backup!r} is listed twice")
+        for i, route in enumerate(iface.routes):
+            path = f"interfaces.{name}.routes[{i}]"
+            if route.via is None:
+                continue
+            if route.via.version != route.to.version:
+                raise fail(f"{path}.via", f"{route.via} is not of the same IP version as {route.to}")
+            reachable = [
+                n for n, other in cfg.interfaces.items()
+                for a in other.addresses if route.via in a.address.network
+            ]
+            if not reachable:
+                raise fail(f"{path}.via",
+                           f"gateway {route.via} is on no configured NIC's subnet: no NIC can reach it")
+            if name not in reachable:
+                raise fail(f"{path}.via", f"gateway {route.via} is not on a subnet of {name}")
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    located = _load_yaml(text, file)
+    try:
+        cfg = Config.model_validate(located.data)
+    except ValidationError as exc:
+        raise _from_validation_error(exc, located, file) from None
+    _cross_checks(cfg, located.lines, file)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``path``; every problem is a one-line :class:`ConfigError`."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(name, None, "", "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(name, None, "", "is a directory, not a configuration file") from None
+    except PermissionError:
+        raise ConfigError(name, None, "", "permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(name, None, "", "not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(name, None, "", f"cannot read: {exc.strerror}") from None
+    return parse_config(text, name)

@@ -1,0 +1,166 @@
+"""The vocabulary of a plan: what the executor is asked to do, as frozen values.
+
+Theory of operation: the planner never touches the kernel; it returns a list of
+these commands in the order they must run. One executor (in the daemon) turns
+each into netlink calls or frames with an exhaustive ``match`` and fails
+loudly on a command it does not know. Every command is plain data, so a plan
+can be printed by ``ipshift check``, journaled before it runs, compared in
+tests, and replayed after a crash.
+
+This module does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ipshift.model import IPAddress, IPInterface, IPNetwork
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConflict:
+    """RFC 5227 ARP probe (IPv6: DAD) for ``ip`` from ``ifname``; an answer aborts the move."""
+
+    ifname: str
+    ip: IPAddress
+    timeout: float
+
+    def describe(self) -> str:
+        kind = "DAD probe" if self.ip.version == 6 else "ARP probe"
+        return f"{kind} for {self.ip} from {self.ifname} (wait {self.timeout * 1000:.0f} ms)"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoteRoutes:
+    """Withdraw the failed NIC's connected and static routes so nothing leaves through it."""
+
+    ifname: str
+
+    def describe(self) -> str:
+        return f"withdraw routes through {self.ifname} while it is failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreRoutes:
+    """Undo :class:`DemoteRoutes` once the NIC is healthy again."""
+
+    ifname: str
+
+    def describe(self) -> str:
+        return f"restore routes through {self.ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelAddress:
+    ifname: str
+    interface: IPInterface
+
+    def describe(self) -> str:
+        return f"remove {self.interface} from {self.ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelRoute:
+    dst: IPNetwork
+    ifname: str
+    via: IPAddress | None = None
+    metric: int | None = None
+
+    def describe(self) -> str:
+        via = f" via {self.via}" if self.via is not None else ""
+        return f"remove route {self.dst}{via} dev {self.ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class DelNeighbours:
+    """Remove the neighbour entries of ``ifname`` whose address is in ``network``."""
+
+    ifname: str
+    network: IPNetwork
+
+    def describe(self) -> str:
+        return f"remove neighbour entries of {self.network} on {self.ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddMacvlan:
+    """A macvlan device on ``parent`` carrying ``mac`` (the MAC that moves with the address)."""
+
+    parent: str
+    name: str
+    mac: str
+
+    def describe(self) -> str:
+        return f"add macvlan {self.name} on {self.parent} with MAC {self.mac}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddVlan:
+    parent: str
+    name: str
+    vlan: int
+    mac: str | None = None  # with ``mac: move``, the VLAN device carries the moved MAC
+
+    def describe(self) -> str:
+        mac = f" with MAC {self.mac}" if self.mac else ""
+        return f"add VLAN device {self.name} (VLAN {self.vlan}) on {self.parent}{mac}"
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddress:
+    ifname: str
+    interface: IPInterface
+    nodad: bool = False
+
+    def describe(self) -> str:
+        return f"add {self.interface} to {self.ifname}" + (" (nodad)" if self.nodad else "")
+
+
+@dataclass(frozen=True, slots=True)
+class AddRoute:
+    dst: IPNetwork
+    ifname: str
+    via: IPAddress | None = None
+    metric: int | None = None
+
+    def describe(self) -> str:
+        via = f" via {self.via}" if self.via is not None else ""
+        return f"add route {self.dst}{via} dev {self.ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlushNeighbours:
+    """Remove the gateway's neighbour entries of ``network`` on every NIC."""
+
+    network: IPNetwork
+
+    def describe(self) -> str:
+        return f"flush neighbour entries of {self.network}"
+
+
+@dataclass(frozen=True, slots=True)
+class FlushRouteCache:
+    version: int
+
+    def describe(self) -> str:
+        return f"flush the IPv{self.version} route cache"
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Gratuitous ARP (IPv6: unsolicited neighbour advertisement) for ``ip`` from ``ifname``."""
+
+    ifname: str
+    ip: IPAddress
+    count: int
+    interval: float
+
+    def describe(self) -> str:
+        kind = "unsolicited NA" if self.ip.version == 6 else "gratuitous ARP"
+        return f"{kind} for {self.ip} from {self.ifname}, {self.count}x every {self.interval * 1000:.0f} ms"
+
+
+Step = (
+    CheckConflict | DemoteRoutes | RestoreRoutes | DelAddress | DelRoute | DelNeighbours
+    | AddMacvlan | AddVlan | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
+)

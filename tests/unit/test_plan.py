@@ -1,0 +1,296 @@
+"""Planner tests: table-driven cases and properties, no kernel involved."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ipshift.config import Config, parse_config
+from ipshift.model import Address, KernelFeatures, Link, LinkSysctls, Route, Snapshot
+from ipshift.plan import CHECK_CODES, addresses_on, plan_failover, sysctl_warnings
+from ipshift.steps import (
+    AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, DelAddress, DelNeighbours, DelRoute,
+    FlushNeighbours, FlushRouteCache,
+)
+
+MACS = {"eth0": "02:00:00:00:00:01", "eth1": "02:00:00:00:00:02", "eth2": "02:00:00:00:00:03"}
+
+
+def cfg(data: dict[str, Any]) -> Config:
+    return parse_config(yaml.safe_dump(data), "test.yaml")
+
+
+def link(name: str, index: int, *, up: bool = True, carrier: bool = True, **kw: Any) -> Link:
+    return Link(name=name, index=index, mac=MACS.get(name, "02:00:00:00:00:09"), admin_up=up,
+                carrier=carrier, operstate="UP" if up and carrier else "DOWN", kind="veth", **kw)
+
+
+def snap(links: list[Link], addrs: dict[str, list[str]], *, vlan: bool | None = False,
+         routes: tuple[Route, ...] = (), sysctls: dict[str, LinkSysctls] | None = None) -> Snapshot:
+    addresses = tuple(Address(ifname=n, interface=ipaddress.ip_interface(a)) for n, lst in addrs.items() for a in lst)
+    return Snapshot(links=tuple(links), addresses=addresses, routes=routes, sysctls=sysctls or {},
+                    features=KernelFeatures(vlan_8021q=vlan, macvlan=True))
+
+
+BASE = {
+    "interfaces": {
+        "eth0": {"addresses": ["192.0.2.10/24"], "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1"}]},
+        "eth1": {"addresses": ["192.0.2.11/24"]},
+    },
+}
+
+
+STATIC = Route(dst=ipaddress.ip_network("198.51.100.0/24"), ifname="eth0",
+               gateway=ipaddress.ip_address("192.0.2.1"), proto="static")
+
+
+def two_nics(**eth1: Any) -> Snapshot:
+    return snap([link("eth0", 2, carrier=False), link("eth1", 3, **eth1)],
+                {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]}, routes=(STATIC,))
+
+
+def test_same_subnet_moves_with_ordered_steps() -> None:
+    plan = plan_failover(cfg(BASE), two_nics(), "eth0")
+    assert plan.complete and len(plan.moves) == 1
+    move = plan.moves[0]
+    assert (move.survivor, move.target) == ("eth1", "eth1")
+    iface = ipaddress.ip_interface("192.0.2.10/24")
+    net = iface.network
+    assert move.steps == (
+        CheckConflict("eth1", iface.ip, 0.2),
+        DelAddress("eth0", iface),
+        DelRoute(ipaddress.ip_network("198.51.100.0/24"), "eth0", ipaddress.ip_address("192.0.2.1")),
+        DelNeighbours("eth0", net),
+        AddAddress("eth1", iface),
+        AddRoute(ipaddress.ip_network("198.51.100.0/24"), "eth1", ipaddress.ip_address("192.0.2.1")),
+        FlushNeighbours(net),
+        FlushRouteCache(4),
+        Announce("eth1", iface.ip, 3, 0.2),
+    )
+
+
+@pytest.mark.parametrize(
+    ("eth1_addr", "eth1_link", "extra_cfg", "expected"),
+    [
+        ("198.51.100.11/24", {}, {}, {"same-network", "same-subnet"}),
+        ("192.0.2.130/25", {}, {}, {"same-subnet"}),
+        ("192.0.2.11/24", {"carrier": False}, {}, {"survivor-healthy"}),
+        ("192.0.2.11/24", {"up": False}, {}, {"survivor-healthy"}),
+        ("192.0.2.11/24", {}, {"max_addresses": 1}, {"capacity"}),
+    ],
+    ids=["other-subnet", "overlapping-network", "no-carrier", "admin-down", "capacity"],
+)
+def test_refusals_name_the_failing_check(eth1_addr: str, eth1_link: dict[str, Any],
+                                         extra_cfg: dict[str, Any], expected: set[str]) -> None:
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["interfaces"]["eth1"] = {"addresses": [eth1_addr], **extra_cfg}
+    del data["interfaces"]["eth0"]["routes"]
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3, **eth1_link)],
+             {"eth0": ["192.0.2.10/24"], "eth1": [eth1_addr]})
+    plan = plan_failover(cfg(data), s, "eth0")
+    assert not plan.moves
+    (refusal,) = plan.refusals
+    assert refusal.codes() == expected
+    for cand in refusal.candidates:
+        for f in cand.failures:
+            assert f.code in CHECK_CODES and f.reason
+
+
+def test_vlan_refused_on_kernel_without_8021q_names_it() -> None:
+    data = {"interfaces": {
+        "eth0": {"addresses": [{"address": "203.0.113.10/24", "vlan": 100}]},
+        "eth1": {"addresses": ["192.0.2.11/24", {"address": "203.0.113.11/24", "vlan": 100}]},
+    }}
+    plan = plan_failover(cfg(data), two_nics(), "eth0")
+    (refusal,) = plan.refusals
+    assert refusal.codes() == {"vlan"}
+    assert "802.1Q" in refusal.candidates[0].failures[0].reason
+
+
+def test_vlan_moves_when_kernel_has_8021q_and_nic_permits() -> None:
+    data = {"interfaces": {
+        "eth0": {"addresses": [{"address": "203.0.113.10/24", "vlan": 100}]},
+        "eth1": {"addresses": ["192.0.2.11/24", {"address": "203.0.113.11/24", "vlan": 100}], "vlans": [100]},
+    }}
+    s = replace(two_nics(), features=KernelFeatures(vlan_8021q=True, macvlan=True))
+    plan = plan_failover(cfg(data), s, "eth0")
+    assert plan.complete and plan.moves[0].target == "eth1.100"
+    data["interfaces"]["eth1"]["vlans"] = [200]
+    plan = plan_failover(cfg(data), s, "eth0")
+    assert plan.refusals[0].codes() == {"vlan"}
+
+
+def test_mac_move_uses_one_macvlan_per_survivor_and_respects_max_extra_macs() -> None:
+    data = {"interfaces": {
+        "eth0": {"addresses": [{"address": "192.0.2.10/24", "mac": "move"}, {"address": "192.0.2.20/24", "mac": "move"}]},
+        "eth1": {"addresses": ["192.0.2.11/24"]},
+    }}
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3)],
+             {"eth0": ["192.0.2.10/24", "192.0.2.20/24"], "eth1": ["192.0.2.11/24"]})
+    plan = plan_failover(cfg(data), s, "eth0")
+    assert plan.complete
+    macvlans = [st for m in plan.moves for st in m.steps if isinstance(st, AddMacvlan)]
+    assert macvlans == [AddMacvlan("eth1", "ipsmv2", MACS["eth0"])]
+    assert {m.target for m in plan.moves} == {"ipsmv2"}
+    data["interfaces"]["eth1"]["max_extra_macs"] = 0
+    plan = plan_failover(cfg(data), s, "eth0")
+    assert all(r.codes() == {"mac-capacity"} for r in plan.refusals) and len(plan.refusals) == 2
+
+
+def test_conflict_inputs_and_peers_refuse() -> None:
+    ip = ipaddress.ip_address("192.0.2.10")
+    plan = plan_failover(cfg(BASE), two_nics(), "eth0", conflicts={ip: "answered by 02:aa:00:00:00:01"})
+    assert plan.refusals[0].codes() == {"conflict"}
+    data = yaml.safe_load(yaml.safe_dump(BASE))
+    data["interfaces"]["eth0"]["addresses"] += ["192.0.2.50/24", "192.0.2.51/24"]
+    data["peers"] = [{"name": "gw2", "addresses": ["192.0.2.51"]}]
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3), link("lo", 1)],
+             {"eth0": ["192.0.2.10/24", "192.0.2.50/24", "192.0.2.51/24"], "eth1": ["192.0.2.11/24"],
+              "lo": ["192.0.2.50/32"]})
+    plan = plan_failover(cfg(data), s, "eth0")
+    refused = {str(r.interface.ip): r for r in plan.refusals}
+    assert set(refused) == {"192.0.2.50", "192.0.2.51"}
+    assert refused["192.0.2.50"].codes() == {"conflict"}
+    assert "lo" in refused["192.0.2.50"].candidates[0].failures[0].reason
+    assert "peer gw2" in refused["192.0.2.51"].candidates[0].failures[0].reason
+
+
+def test_backups_order_then_fewest_addresses() -> None:
+    data = {"interfaces": {
+        "eth0": {"addresses": ["192.0.2.10/24", "192.0.2.20/24"]},
+        "eth1": {"addresses": ["192.0.2.11/24", "192.0.2.21/24"]},
+        "eth2": {"addresses": ["192.0.2.12/24"]},
+    }}
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3), link("eth2", 4)],
+             {"eth0": ["192.0.2.10/24", "192.0.2.20/24"], "eth1": ["192.0.2.11/24", "192.0.2.21/24"],
+              "eth2": ["192.0.2.12/24"]})
+    plan = plan_failover(cfg(data), s, "eth0")
+    # eth2 has fewer addresses; after the first move both hold 2 and the name breaks the tie
+    assert [m.survivor for m in plan.moves] == ["eth2", "eth1"]
+    data["interfaces"]["eth0"]["backups"] = ["eth1"]
+    plan = plan_failover(cfg(data), s, "eth0")
+    assert [m.survivor for m in plan.moves] == ["eth1", "eth1"]
+    data["interfaces"]["eth0"]["backups"] = []
+    plan = plan_failover(cfg(data), s, "eth0")
+    assert all(r.reason and not r.candidates for r in plan.refusals)
+
+
+def test_passed_over_candidates_keep_their_reasons() -> None:
+    data = {"interfaces": {
+        "eth0": {"addresses": ["192.0.2.10/24"], "backups": ["eth1", "eth2"]},
+        "eth1": {"addresses": ["192.0.2.11/24"]},
+        "eth2": {"addresses": ["192.0.2.12/24"]},
+    }}
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3, carrier=False), link("eth2", 4)],
+             {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
+    (move,) = plan_failover(cfg(data), s, "eth0").moves
+    assert move.survivor == "eth2"
+    assert [c.nic for c in move.passed_over] == ["eth1"]
+    assert move.passed_over[0].failures[0].code == "survivor-healthy"
+
+
+def test_held_down_survivor_is_not_eligible() -> None:
+    plan = plan_failover(cfg(BASE), two_nics(), "eth0", unhealthy={"eth1": "path probes unanswered"})
+    assert plan.refusals[0].codes() == {"survivor-healthy"}
+    assert "path probes" in plan.refusals[0].candidates[0].failures[0].reason
+
+
+def test_addresses_already_moved_belong_to_their_holder() -> None:
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3)],
+             {"eth1": ["192.0.2.11/24", "192.0.2.10/24"]})
+    c = cfg(BASE)
+    assert [str(a.address) for _, a in addresses_on(c, s, "eth0")] == []
+    assert sorted(str(a.address) for _, a in addresses_on(c, s, "eth1")) == ["192.0.2.10/24", "192.0.2.11/24"]
+
+
+def test_ipv6_disabled_is_a_capacity_refusal_and_v6_added_nodad() -> None:
+    data = {"interfaces": {"eth0": {"addresses": ["2001:db8::10/64"]}, "eth1": {"addresses": ["2001:db8::11/64"]}}}
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3)],
+             {"eth0": ["2001:db8::10/64"], "eth1": ["2001:db8::11/64"]})
+    (move,) = plan_failover(cfg(data), s, "eth0").moves
+    assert AddAddress("eth1", ipaddress.ip_interface("2001:db8::10/64"), nodad=True) in move.steps
+    s = replace(s, sysctls={"eth1": LinkSysctls(disable_ipv6=1)})
+    assert plan_failover(cfg(data), s, "eth0").refusals[0].codes() == {"capacity"}
+
+
+def test_sysctl_warnings() -> None:
+    s = replace(two_nics(), sysctls={"eth0": LinkSysctls(arp_ignore=0, arp_announce=0, promote_secondaries=0,
+                                                         ignore_routes_with_linkdown=0),
+                                     "eth1": LinkSysctls(arp_ignore=1, arp_announce=2, promote_secondaries=1,
+                                                         ignore_routes_with_linkdown=1)})
+    codes = {(w.nic, w.code) for w in sysctl_warnings(cfg(BASE), s)}
+    assert codes == {("eth0", "arp_ignore"), ("eth0", "arp_announce"), ("eth0", "promote_secondaries"),
+                     ("eth0", "ignore_routes_with_linkdown")}
+
+
+# --------------------------------------------------------------------------- properties
+
+NICS = ["eth0", "eth1", "eth2", "eth3"]
+SUBNETS = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], Snapshot, str]:
+    nics = draw(st.lists(st.sampled_from(NICS), min_size=2, max_size=4, unique=True))
+    used: set[str] = set()
+    interfaces: dict[str, Any] = {}
+    links = []
+    addrs: dict[str, list[str]] = {}
+    for i, nic in enumerate(nics):
+        subnet = ipaddress.ip_network(draw(st.sampled_from(SUBNETS)))
+        n_addr = draw(st.integers(min_value=1, max_value=3))
+        mine = []
+        for _ in range(n_addr):
+            host = draw(st.integers(min_value=2, max_value=250))
+            ip = f"{subnet.network_address + host}/24"
+            if ip.split("/")[0] in used:
+                continue
+            used.add(ip.split("/")[0])
+            mine.append(ip)
+        entry: dict[str, Any] = {"addresses": mine}
+        if draw(st.booleans()):
+            entry["max_addresses"] = draw(st.integers(min_value=1, max_value=5))
+        interfaces[nic] = entry
+        links.append(Link(name=nic, index=i + 2, mac=f"02:00:00:00:00:{i + 1:02x}",
+                          admin_up=draw(st.booleans()), carrier=draw(st.booleans()),
+                          operstate="UP", kind="veth"))
+        addrs[nic] = list(mine)
+    failed = draw(st.sampled_from(nics))
+    s = snap(links, addrs)
+    return {"interfaces": interfaces}, s, failed
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios(), st.randoms())
+def test_plan_properties(scn: tuple[dict[str, Any], Snapshot, str], rnd: Any) -> None:
+    data, s, failed = scn
+    config = cfg(data)
+    plan = plan_failover(config, s, failed)
+    for move in plan.moves:
+        assert move.survivor != failed
+        link = s.link(move.survivor)
+        assert link is not None and link.healthy
+        survivor_nets = {ipaddress.ip_interface(a).network for a in data["interfaces"][move.survivor]["addresses"]}
+        survivor_nets |= {a.network for a in s.addresses_on(move.survivor)}
+        assert move.interface.network in survivor_nets
+    for refusal in plan.refusals:
+        assert refusal.reason or any(c.failures for c in refusal.candidates)
+        assert all(c.failures for c in refusal.candidates)
+        assert all(f.code in CHECK_CODES and f.reason for c in refusal.candidates for f in c.failures)
+    # every address that was on the failed NIC is accounted for exactly once
+    on_failed = {a.address for _, a in addresses_on(config, s, failed)}
+    accounted = [m.interface for m in plan.moves] + [r.interface for r in plan.refusals]
+    assert sorted(map(str, accounted)) == sorted(map(str, on_failed))
+    # the result does not depend on the order of the configuration's keys
+    shuffled_names = list(data["interfaces"])
+    rnd.shuffle(shuffled_names)
+    shuffled = {"interfaces": {n: data["interfaces"][n] for n in shuffled_names}}
+    links = list(s.links)
+    rnd.shuffle(links)
+    assert plan_failover(cfg(shuffled), replace(s, links=tuple(links)), failed) == plan
