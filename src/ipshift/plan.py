@@ -42,8 +42,8 @@ from typing import Mapping
 from ipshift.config import AddressConfig, Config, RouteConfig
 from ipshift.model import Address, IPAddress, IPInterface, IPNetwork, Link, Snapshot
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelNeighbours,
-    DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, Step,
+    AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours,
+    DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step,
 )
 
 CHECK_CODES = (
@@ -104,6 +104,8 @@ class Plan:
     moves: tuple[Move, ...] = ()
     refusals: tuple[Refusal, ...] = ()
     prelude: tuple[Step, ...] = ()  # NIC-level steps that run before the moves
+    postlude: tuple[Step, ...] = ()  # NIC-level steps that run after the moves
+    kind: str = "failover"  # "failover" or "failback"
 
     @property
     def complete(self) -> bool:
@@ -308,8 +310,21 @@ def _routes_with(config: Config, snapshot: Snapshot, home: str, source: str,
     return routes
 
 
+def _route_tuple(r: RouteConfig | tuple[IPNetwork, IPAddress | None, int | None]
+                 ) -> tuple[IPNetwork, IPAddress | None, int | None]:
+    return (r.to, r.via, r.metric) if isinstance(r, RouteConfig) else r
+
+
 def _move_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressConfig, source: str,
                 survivor: str, target: str, failed_link: Link | None) -> tuple[Step, ...]:
+    """The ordered steps of one address's failover transaction.
+
+    The first announcement leaves right after the address is added (the step
+    the client is waiting for); clean-up of the failed NIC's routes and
+    neighbours, the reinstalled routes and the flushes follow it. A route is
+    removed from the failed NIC before it is added on the survivor (the kernel
+    refuses a second route with the same destination and metric).
+    """
     iface = addr.address
     steps: list[Step] = []
     if config.conflict_check.enabled:
@@ -317,24 +332,63 @@ def _move_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressConf
     holding = _device_holding(snapshot, iface.ip)
     if holding is not None:
         steps.append(DelAddress(holding, iface))
-    routes = _routes_with(config, snapshot, home, source, iface)
-    for r in routes:
-        dst, via, metric = (r.to, r.via, r.metric) if isinstance(r, RouteConfig) else r
-        if any(kr.dst == dst and kr.ifname == source and kr.gateway == via for kr in snapshot.routes):
-            steps.append(DelRoute(dst, source, via, metric))
-    steps.append(DelNeighbours(source, iface.network))
     moved_mac = failed_link.mac if addr.mac == "move" and failed_link is not None else None
     if addr.vlan is not None:
         steps.append(AddVlan(survivor, target, addr.vlan, moved_mac))
     elif moved_mac is not None:
         steps.append(AddMacvlan(survivor, target, moved_mac))
     steps.append(AddAddress(target, iface, nodad=iface.version == 6))
-    for r in routes:
-        dst, via, metric = (r.to, r.via, r.metric) if isinstance(r, RouteConfig) else r
+    steps.append(Announce(target, iface.ip, config.announce.count, config.announce.interval))
+    routes = [_route_tuple(r) for r in _routes_with(config, snapshot, home, source, iface)]
+    for dst, via, metric in routes:
+        if any(kr.dst == dst and kr.ifname == (holding or source) and kr.gateway == via for kr in snapshot.routes):
+            steps.append(DelRoute(dst, holding or source, via, metric))
+    steps.append(DelNeighbours(source, iface.network))
+    for dst, via, metric in routes:
         steps.append(AddRoute(dst, target, via, metric))
     steps.append(FlushNeighbours(iface.network))
     steps.append(FlushRouteCache(iface.version))
+    return tuple(steps)
+
+
+def _home_device(config: Config, snapshot: Snapshot, nic: str, addr: AddressConfig) -> str:
+    if addr.vlan is not None:
+        for v in snapshot.children(nic, "vlan"):
+            if v.vlan_id == addr.vlan:
+                return v.name
+        return vlan_name(nic, addr.vlan)
+    return nic
+
+
+def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConfig,
+                  holders: tuple[str, ...]) -> tuple[Step, ...]:
+    """Bring ``addr`` home to ``nic`` (failback, or first placement when it is nowhere).
+
+    Make-before-break: the address is added and announced at home before it is
+    removed from where it was, so clients see no gap.
+    """
+    iface = addr.address
+    target = _home_device(config, snapshot, nic, addr)
+    steps: list[Step] = []
+    if not holders and config.conflict_check.enabled:
+        # nobody here holds it: make sure nobody out there does either
+        steps.append(CheckConflict(nic, iface.ip, config.conflict_check.timeout))
+    if addr.vlan is not None and snapshot.link(target) is None:
+        steps.append(AddVlan(nic, target, addr.vlan))
+    steps.append(AddAddress(target, iface, nodad=iface.version == 6))
     steps.append(Announce(target, iface.ip, config.announce.count, config.announce.interval))
+    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network]
+    for holder in holders:
+        steps.append(DelAddress(holder, iface))
+        for r in cfg_routes:
+            if any(kr.dst == r.to and kr.ifname == holder and kr.gateway == r.via for kr in snapshot.routes):
+                steps.append(DelRoute(r.to, holder, r.via, r.metric))
+    for r in cfg_routes:
+        if not any(kr.dst == r.to and kr.ifname == target and kr.gateway == r.via for kr in snapshot.routes):
+            steps.append(AddRoute(r.to, target, r.via, r.metric))
+    if holders:
+        steps.append(FlushNeighbours(iface.network))
+        steps.append(FlushRouteCache(iface.version))
     return tuple(steps)
 
 
@@ -426,8 +480,91 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
         load.counts[chosen] = load.counts.get(chosen, 0) + 1
         moves.append(Move(iface, home, failed, chosen, target, steps, tuple(considered[:-1])))
 
-    prelude: tuple[Step, ...] = (DemoteRoutes(failed),) if moves else ()
-    return Plan(failed, tuple(moves), tuple(refusals), prelude)
+    postlude: tuple[Step, ...] = (DemoteRoutes(failed),) if moves else ()
+    return Plan(failed, tuple(moves), tuple(refusals), (), postlude)
+
+
+def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: bool = True,
+                  unhealthy: Mapping[str, str] | None = None,
+                  conflicts: Mapping[IPAddress, str] | None = None) -> Plan:
+    """Addresses homed on ``nic`` that are not there: bring them home. Pure.
+
+    Addresses held by another NIC come home only with ``bring_back`` (failback
+    mode auto, or an operator's ``ipshift failback``); addresses held by no NIC
+    at all (first start, a crash in the middle of a move, someone deleted
+    them) are always placed. Copies of a home address on other devices are
+    removed. Every placement is checked like a failover candidate.
+    """
+    unhealthy = dict(unhealthy or {})
+    conflicts = conflicts or {}
+    managed = _managed_devices(config, snapshot)
+    moves: list[Move] = []
+    refusals: list[Refusal] = []
+    iface_cfg = config.interfaces.get(nic)
+    if iface_cfg is None:
+        return Plan(nic, kind="failback")
+    load = _Load(counts={n: _present_count(snapshot, n) for n in config.interfaces})
+    emptied: dict[str, int] = {}
+    for addr in sorted(iface_cfg.addresses, key=lambda a: (a.address.version, a.address.ip)):
+        iface = addr.address
+        home_dev = _home_device(config, snapshot, nic, addr)
+        holders = tuple(a.ifname for a in snapshot.where_is(iface.ip))
+        if home_dev in holders:
+            extra = tuple(h for h in holders if h != home_dev and h in managed)
+            if extra:
+                steps: tuple[Step, ...] = tuple(DelAddress(h, iface) for h in extra)
+                moves.append(Move(iface, nic, extra[0], nic, home_dev, steps))
+            continue
+        if holders and not bring_back:
+            continue
+        cand = evaluate(config, snapshot, addr, nic, load=load, unhealthy=unhealthy,
+                        conflicts=conflicts, managed_devices=managed)
+        if not cand.eligible:
+            refusals.append(Refusal(iface, nic, holders[0] if holders else nic, (cand,)))
+            continue
+        steps = _return_steps(config, snapshot, nic, addr, holders)
+        for h in holders:
+            emptied[h] = emptied.get(h, 0) + 1
+        load.counts[nic] = load.counts.get(nic, 0) + 1
+        moves.append(Move(iface, nic, holders[0] if holders else nic, nic, home_dev, steps))
+    # macvlan devices ipshift made that this plan leaves without an address
+    cleanup: list[Step] = []
+    for dev, n in sorted(emptied.items()):
+        link = snapshot.link(dev)
+        if link is not None and link.kind == "macvlan" and dev.startswith("ipsmv"):
+            left = sum(1 for a in snapshot.addresses_on(dev) if _is_managed_address(a)) - n
+            if left <= 0:
+                cleanup.append(DelLink(dev))
+    return Plan(nic, tuple(moves), tuple(refusals), (RestoreRoutes(nic),), tuple(cleanup), kind="failback")
+
+
+def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
+             unhealthy: Mapping[str, str] | None = None, bring_back: frozenset[str] = frozenset(),
+             conflicts: Mapping[IPAddress, str] | None = None) -> list[Plan]:
+    """Every plan that brings the kernel to the configured placement. Pure.
+
+    ``usable``: per configured NIC, whether it may carry addresses now (health).
+    NICs that are not usable and hold addresses fail over; usable NICs get
+    their missing home addresses, and those held elsewhere when the NIC is in
+    ``bring_back``. Plans without moves are left out.
+    """
+    reasons = dict(unhealthy or {})
+    for nic, ok in usable.items():
+        if not ok and nic not in reasons:
+            reasons[nic] = "not usable"
+    plans: list[Plan] = []
+    for nic in sorted(config.interfaces):
+        if not usable.get(nic, False):
+            p = plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=reasons)
+            if p.moves or p.refusals:
+                plans.append(p)
+    for nic in sorted(config.interfaces):
+        if usable.get(nic, False):
+            p = plan_failback(config, snapshot, nic, bring_back=nic in bring_back,
+                              unhealthy=reasons, conflicts=conflicts)
+            if p.moves or p.refusals:
+                plans.append(p)
+    return plans
 
 
 # --------------------------------------------------------------------------- sysctl warnings

@@ -55,6 +55,7 @@ def plan_dict(plan: Plan, snapshot: Snapshot) -> dict[str, Any]:
             "operstate": link.operstate, "mac": link.mac,
         },
         "prelude": [step_dict(s) for s in plan.prelude],
+        "postlude": [step_dict(s) for s in plan.postlude],
         "addresses": addresses,
     }
 
@@ -95,6 +96,9 @@ def check_text(config: Config, config_path: str, netns: str | None, plans: list[
             if verbose:
                 for i, s in enumerate(m.steps, 1):
                     out.append(f"      {i:>2}. {s.describe()}")
+        if verbose and plan.moves:
+            for s in plan.postlude:
+                out.append(f"  then: {s.describe()}")
         for r in plan.refusals:
             out.append(f"  {str(r.interface):<28} REFUSED: {', '.join(sorted(r.codes())) or 'no candidate'}")
             if r.reason:

@@ -107,6 +107,16 @@ class AddVlan:
 
 
 @dataclass(frozen=True, slots=True)
+class DelLink:
+    """Remove a device ipshift created (a macvlan or VLAN device left without addresses)."""
+
+    name: str
+
+    def describe(self) -> str:
+        return f"remove device {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class AddAddress:
     ifname: str
     interface: IPInterface
@@ -162,5 +172,5 @@ class Announce:
 
 Step = (
     CheckConflict | DemoteRoutes | RestoreRoutes | DelAddress | DelRoute | DelNeighbours
-    | AddMacvlan | AddVlan | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
+    | AddMacvlan | AddVlan | DelLink | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
 )

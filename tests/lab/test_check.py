@@ -65,8 +65,8 @@ def test_same_subnet_moves_other_subnet_refused(gw_lab: Lab, tmp_path: Path) -> 
     a = entry(report, "eth0", "192.0.2.10/24")
     assert a["survivor"] == "eth1" and a["device"] == "eth1"
     ops = [s["op"] for s in a["steps"]]
-    assert ops == ["CheckConflict", "DelAddress", "DelNeighbours", "AddAddress", "AddRoute",
-                   "FlushNeighbours", "FlushRouteCache", "Announce"]
+    assert ops == ["CheckConflict", "DelAddress", "AddAddress", "Announce", "DelNeighbours", "AddRoute",
+                   "FlushNeighbours", "FlushRouteCache"]
     # configured but not yet placed anywhere: planned onto the survivor too, without a delete
     b = entry(report, "eth0", "192.0.2.20/24")
     assert b["survivor"] == "eth1" and "DelAddress" not in [s["op"] for s in b["steps"]]

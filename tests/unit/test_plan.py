@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from ipshift.config import Config, parse_config
 from ipshift.model import Address, KernelFeatures, Link, LinkSysctls, Route, Snapshot
-from ipshift.plan import CHECK_CODES, addresses_on, plan_failover, sysctl_warnings
+from ipshift.plan import CHECK_CODES, addresses_on, converge, plan_failback, plan_failover, sysctl_warnings
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, DelAddress, DelNeighbours, DelRoute,
-    FlushNeighbours, FlushRouteCache,
+    AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours, DelRoute,
+    DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes,
 )
 
 MACS = {"eth0": "02:00:00:00:00:01", "eth1": "02:00:00:00:00:02", "eth2": "02:00:00:00:00:03"}
@@ -65,14 +65,15 @@ def test_same_subnet_moves_with_ordered_steps() -> None:
     assert move.steps == (
         CheckConflict("eth1", iface.ip, 0.2),
         DelAddress("eth0", iface),
+        AddAddress("eth1", iface),
+        Announce("eth1", iface.ip, 3, 0.2),
         DelRoute(ipaddress.ip_network("198.51.100.0/24"), "eth0", ipaddress.ip_address("192.0.2.1")),
         DelNeighbours("eth0", net),
-        AddAddress("eth1", iface),
         AddRoute(ipaddress.ip_network("198.51.100.0/24"), "eth1", ipaddress.ip_address("192.0.2.1")),
         FlushNeighbours(net),
         FlushRouteCache(4),
-        Announce("eth1", iface.ip, 3, 0.2),
     )
+    assert plan.postlude == (DemoteRoutes("eth0"),)
 
 
 @pytest.mark.parametrize(
@@ -294,3 +295,59 @@ def test_plan_properties(scn: tuple[dict[str, Any], Snapshot, str], rnd: Any) ->
     links = list(s.links)
     rnd.shuffle(links)
     assert plan_failover(cfg(shuffled), replace(s, links=tuple(links)), failed) == plan
+
+
+# --------------------------------------------------------------------------- failback and convergence
+
+
+def test_failback_is_make_before_break_and_cleans_the_macvlan() -> None:
+    data = {"interfaces": {
+        "eth0": {"addresses": [{"address": "192.0.2.10/24", "mac": "move"}],
+                 "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1"}]},
+        "eth1": {"addresses": ["192.0.2.11/24"]},
+    }}
+    mv = Link(name="ipsmv2", index=9, mac=MACS["eth0"], admin_up=True, carrier=True, operstate="UP",
+              kind="macvlan", parent=3)
+    moved = Route(dst=ipaddress.ip_network("198.51.100.0/24"), ifname="ipsmv2",
+                  gateway=ipaddress.ip_address("192.0.2.1"), proto="static")
+    s = snap([link("eth0", 2), link("eth1", 3), mv], {"eth1": ["192.0.2.11/24"], "ipsmv2": ["192.0.2.10/24"]},
+             routes=(moved,))
+    iface = ipaddress.ip_interface("192.0.2.10/24")
+    # manual mode: nothing comes home unless asked
+    assert plan_failback(cfg(data), s, "eth0", bring_back=False).moves == ()
+    plan = plan_failback(cfg(data), s, "eth0", bring_back=True)
+    (move,) = plan.moves
+    assert plan.kind == "failback" and plan.prelude == (RestoreRoutes("eth0"),)
+    assert move.steps == (
+        AddAddress("eth0", iface),
+        Announce("eth0", iface.ip, 3, 0.2),
+        DelAddress("ipsmv2", iface),
+        DelRoute(ipaddress.ip_network("198.51.100.0/24"), "ipsmv2", ipaddress.ip_address("192.0.2.1")),
+        AddRoute(ipaddress.ip_network("198.51.100.0/24"), "eth0", ipaddress.ip_address("192.0.2.1")),
+        FlushNeighbours(iface.network),
+        FlushRouteCache(4),
+    )
+    assert plan.postlude == (DelLink("ipsmv2"),)
+
+
+def test_converge_places_missing_addresses_and_removes_duplicates() -> None:
+    c = cfg(BASE)
+    # after a crash: 192.0.2.10 on nobody, 192.0.2.11 on both NICs
+    s = snap([link("eth0", 2), link("eth1", 3)], {"eth0": ["192.0.2.11/24"], "eth1": ["192.0.2.11/24"]})
+    plans = converge(c, s, {"eth0": True, "eth1": True})
+    steps = {(p.failed, type(st).__name__, str(getattr(st, "ifname", ""))) for p in plans for m in p.moves
+             for st in m.steps}
+    assert ("eth0", "AddAddress", "eth0") in steps  # 192.0.2.10 placed at home
+    assert ("eth1", "DelAddress", "eth0") in steps  # the stray copy of eth1's address goes
+    # home down: its addresses are placed on the survivor instead
+    plans = converge(c, snap([link("eth0", 2, carrier=False), link("eth1", 3)], {"eth1": ["192.0.2.11/24"]}),
+                     {"eth0": False, "eth1": True})
+    assert [(p.failed, p.kind, [m.survivor for m in p.moves]) for p in plans] == [("eth0", "failover", ["eth1"])]
+
+
+def test_converge_all_down_leaves_addresses_put() -> None:
+    s = snap([link("eth0", 2, carrier=False), link("eth1", 3, carrier=False)],
+             {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+    plans = converge(cfg(BASE), s, {"eth0": False, "eth1": False})
+    assert all(not p.moves for p in plans)
+    assert {str(r.interface) for p in plans for r in p.refusals} == {"192.0.2.10/24", "192.0.2.11/24"}
