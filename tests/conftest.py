@@ -52,9 +52,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _lab_guard(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("lab") is not None:
         require_netns()
-
-
-@pytest.fixture(scope="session")
-def netns_ok() -> None:
-    """Depend on this from wider-scoped lab fixtures (they are set up before autouse ones)."""
-    require_netns()

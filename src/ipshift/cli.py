@@ -47,6 +47,104 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(p.complete for p in plans) else 1
 
 
+def _socket_path(args: argparse.Namespace, configured: str | None = None) -> str:
+    """--socket, else the configured one; under --netns NAME the default gets the namespace's name."""
+    from ipshift.config import DEFAULT_SOCKET_PATH
+
+    if getattr(args, "socket", None):
+        return str(args.socket)
+    if configured and configured != DEFAULT_SOCKET_PATH:
+        return configured
+    if args.netns:
+        return f"/run/ipshift/ipshift-{args.netns}.sock"
+    return DEFAULT_SOCKET_PATH
+
+
+def _setup_logging(fmt: str, verbose: bool) -> None:
+    import logging
+
+    from ipshift.logs import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    config = load_config(args.config)
+    if "state_dir" not in config.model_fields_set and args.netns:
+        config = config.model_copy(update={"state_dir": f"/var/lib/ipshift/netns-{args.netns}"})
+    _enter(args.netns)
+    _setup_logging(args.log_format, args.verbose)
+    from ipshift.daemon import Daemon
+
+    daemon = Daemon(config, args.config, socket_path=_socket_path(args, config.socket),
+                    kill_at=os.environ.get("IPSHIFT_TEST_KILL_AT") or None)
+    return asyncio.run(daemon.run())
+
+
+def _ask(args: argparse.Namespace, req: dict[str, object]) -> dict[str, object]:
+    from ipshift.control import request
+
+    path = _socket_path(args)
+    try:
+        return request(path, req)
+    except FileNotFoundError:
+        raise UsageError(f"ipshift: no daemon is listening on {path} (is `ipshift run` running?)") from None
+    except ConnectionRefusedError:
+        raise UsageError(f"ipshift: no daemon is listening on {path} (stale socket)") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ipshift.report import status_text
+
+    answer = _ask(args, {"cmd": "status"})
+    status = answer.get("status", {})
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(status_text(status))  # type: ignore[arg-type]
+    return 0
+
+
+def _cmd_move(args: argparse.Namespace, cmd: str) -> int:
+    from ipshift.report import record_text
+
+    answer = _ask(args, {"cmd": cmd, "nic": args.nic})
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        if answer.get("error"):
+            print(f"ipshift {cmd} {args.nic}: {answer['error']}", file=sys.stderr)
+        for rec in answer.get("records", []):  # type: ignore[attr-defined]
+            print(record_text(rec))
+        if not answer.get("records") and not answer.get("error"):
+            print(f"ipshift {cmd} {args.nic}: nothing to move")
+    return 0 if answer.get("ok") else 1
+
+
+def cmd_failover(args: argparse.Namespace) -> int:
+    return _cmd_move(args, "failover")
+
+
+def cmd_failback(args: argparse.Namespace) -> int:
+    return _cmd_move(args, "failback")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ipshift.demo import run_demo
+
+    return run_demo()
+
+
 def _common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
     if config:
         p.add_argument("-c", "--config", default=os.environ.get("IPSHIFT_CONFIG", DEFAULT_CONFIG_PATH),
@@ -64,6 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output (see README)")
     p.add_argument("--brief", action="store_true", help="no per-step listing")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="the failover daemon (foreground)")
+    _common(p)
+    p.add_argument("--socket", help="control socket (default /run/ipshift/ipshift.sock; "
+                                    "/run/ipshift/ipshift-NAME.sock under --netns NAME)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="ask the running daemon where everything is")
+    _common(p, config=False)
+    p.add_argument("--socket")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    for name, func, text in (("failover", cmd_failover, "move a NIC's addresses away (maintenance)"),
+                             ("failback", cmd_failback, "bring a NIC's addresses home")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("nic")
+        _common(p, config=False)
+        p.add_argument("--socket")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("demo", help="failover on a built-in namespace lab, with the client-observed outage")
+    p.set_defaults(func=cmd_demo, netns=None)
     return parser
 
 

@@ -263,11 +263,11 @@ def _check_vlan(config: Config, snapshot: Snapshot, nic: str, vlan: int) -> list
     return failures
 
 
-def _check_conflict(config: Config, snapshot: Snapshot, ip: IPAddress,
-                    conflicts: Mapping[IPAddress, str], managed_devices: frozenset[str]) -> list[Failure]:
+def _check_conflict(config: Config, snapshot: Snapshot, ip: IPAddress, nic: str,
+                    conflicts: Mapping[tuple[IPAddress, str], str], managed_devices: frozenset[str]) -> list[Failure]:
     failures: list[Failure] = []
-    if ip in conflicts:
-        failures.append(Failure("conflict", f"{ip} is in use on the network: {conflicts[ip]}"))
+    if (ip, nic) in conflicts:
+        failures.append(Failure("conflict", f"{ip} is in use on the network of {nic}: {conflicts[(ip, nic)]}"))
     for peer in config.peers:
         if ip in peer.addresses:
             failures.append(Failure("conflict", f"{ip} is configured on peer {peer.name}"))
@@ -404,7 +404,7 @@ def candidates_for(config: Config, failed: str) -> list[str]:
 
 
 def evaluate(config: Config, snapshot: Snapshot, addr: AddressConfig, nic: str,
-             *, load: _Load, unhealthy: Mapping[str, str], conflicts: Mapping[IPAddress, str],
+             *, load: _Load, unhealthy: Mapping[str, str], conflicts: Mapping[tuple[IPAddress, str], str],
              managed_devices: frozenset[str]) -> Candidate:
     """Every check for moving ``addr`` onto ``nic``."""
     iface = addr.address
@@ -417,7 +417,7 @@ def evaluate(config: Config, snapshot: Snapshot, addr: AddressConfig, nic: str,
         failures += _check_mac(config, snapshot, link, nic, load)
     if addr.vlan is not None:
         failures += _check_vlan(config, snapshot, nic, addr.vlan)
-    failures += _check_conflict(config, snapshot, iface.ip, conflicts, managed_devices)
+    failures += _check_conflict(config, snapshot, iface.ip, nic, conflicts, managed_devices)
     return Candidate(nic, tuple(failures))
 
 
@@ -432,7 +432,7 @@ def _managed_devices(config: Config, snapshot: Snapshot) -> frozenset[str]:
 
 
 def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
-                  conflicts: Mapping[IPAddress, str] | None = None,
+                  conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
                   unhealthy: Mapping[str, str] | None = None) -> Plan:
     """Plan the move of every address on ``failed`` to survivors. Pure."""
     conflicts = conflicts or {}
@@ -486,7 +486,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
 
 def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: bool = True,
                   unhealthy: Mapping[str, str] | None = None,
-                  conflicts: Mapping[IPAddress, str] | None = None) -> Plan:
+                  conflicts: Mapping[tuple[IPAddress, str], str] | None = None) -> Plan:
     """Addresses homed on ``nic`` that are not there: bring them home. Pure.
 
     Addresses held by another NIC come home only with ``bring_back`` (failback
@@ -540,7 +540,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
 
 def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
              unhealthy: Mapping[str, str] | None = None, bring_back: frozenset[str] = frozenset(),
-             conflicts: Mapping[IPAddress, str] | None = None) -> list[Plan]:
+             conflicts: Mapping[tuple[IPAddress, str], str] | None = None) -> list[Plan]:
     """Every plan that brings the kernel to the configured placement. Pure.
 
     ``usable``: per configured NIC, whether it may carry addresses now (health).
@@ -598,7 +598,7 @@ def sysctl_warnings(config: Config, snapshot: Snapshot) -> list[Warning]:
     return warnings
 
 
-def all_plans(config: Config, snapshot: Snapshot, *, conflicts: Mapping[IPAddress, str] | None = None,
+def all_plans(config: Config, snapshot: Snapshot, *, conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
               unhealthy: Mapping[str, str] | None = None) -> list[Plan]:
     """``plan_failover`` for every configured NIC, as if it failed now."""
     return [plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=unhealthy)

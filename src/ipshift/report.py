@@ -116,3 +116,55 @@ def check_text(config: Config, config_path: str, netns: str | None, plans: list[
     out.append("result: every address has a survivor" if stranded == 0
                else f"result: {stranded} address(es) would be stranded")
     return "\n".join(out)
+
+
+def _when(ts: float | None) -> str:
+    import time
+
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def record_text(rec: dict[str, Any]) -> str:
+    """One failover/failback record, step by step with durations."""
+    out = [f"#{rec['id']} {rec['kind']} of {rec['nic']} at {_when(rec.get('started'))} "
+           f"(trigger: {rec['trigger']}), {rec.get('total_ms', 0.0):.2f} ms in all"]
+    for m in rec.get("moves", []):
+        state = "ok" if m["ok"] else f"FAILED: {m['error']}"
+        first = m.get("first_announce_ms")
+        fa = f", first announcement at {first:.2f} ms" if first is not None else ""
+        out.append(f"  {m['address']}: {m['source']} -> {m['device']} {state}{fa}")
+        for s in m.get("steps", []):
+            mark = "" if s["ok"] else f"  FAILED: {s['error']}"
+            out.append(f"      +{s['at_ms']:8.3f} ms {s['ms']:8.3f} ms  {s['text']}{mark}")
+    for s in rec.get("nic_steps", []):
+        out.append(f"  then +{s['at_ms']:8.3f} ms {s['ms']:8.3f} ms  {s['text']}")
+    for r in rec.get("refused", []):
+        out.append(f"  {r['address']}: stays ({'; '.join(r['reasons'])})")
+    return "\n".join(out)
+
+
+def status_text(status: dict[str, Any]) -> str:
+    out = [f"ipshift (pid {status.get('pid')}), config {status.get('config')}, failback {status.get('failback')}"]
+    out.append("")
+    out.append("NICs:")
+    for nic, n in status.get("nics", {}).items():
+        link = n.get("link") or {}
+        carrier = "carrier" if link.get("carrier") else "no carrier"
+        reason = f" ({n['reason']})" if n.get("reason") else ""
+        out.append(f"  {nic:<10} {n['state']:<10} since {_when(n.get('since'))}  {carrier}{reason}")
+    out.append("")
+    out.append("addresses:")
+    for addr, a in status.get("addresses", {}).items():
+        on = ", ".join(a["on"]) or "NOWHERE"
+        away = "" if a["on"] == [a["home"]] else f" (home {a['home']})"
+        since = f" since {_when(a['since'])}" if a.get("since") else ""
+        out.append(f"  {addr:<28} on {on}{away}{since}")
+    recs = status.get("failovers", [])
+    if recs:
+        out.append("")
+        out.append("last failovers:")
+        for rec in recs[-5:]:
+            out.append(record_text(rec))
+    return "\n".join(out)

@@ -8,14 +8,20 @@
   ``unique_prefix("ipsk")`` unless given) and return it created; every lab it
   made is destroyed when the test ends, whether it passed or not.
 * ``lab``: ``make_lab()``, a created 2-NIC lab.
+* ``make_daemon(lab, config)``: start ``ipshift run`` in the lab's gateway
+  namespace with ``config`` (a dict; ``state_dir`` defaults to a temporary
+  directory), wait until it answers ``status``, and return a
+  :class:`DaemonHandle`; every daemon it started is ended (by PID) at the end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from labtools import DaemonHandle
 
 from ipshift.lab import Lab, unique_prefix
 
@@ -56,3 +62,22 @@ def make_lab(netns_ok: None) -> Iterator[Callable[..., Lab]]:
 @pytest.fixture
 def lab(make_lab: Callable[..., Lab]) -> Lab:
     return make_lab()
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonHandle]]:
+    handles: list[DaemonHandle] = []
+
+    def make(lab: Lab, config: dict[str, Any], *, start: bool = True, env: dict[str, str] | None = None
+             ) -> DaemonHandle:
+        workdir = tmp_path / f"d{len(handles)}"
+        workdir.mkdir()
+        h = DaemonHandle(lab, config, workdir, env)
+        handles.append(h)
+        return h.start() if start else h
+
+    try:
+        yield make
+    finally:
+        for h in handles:
+            h.stop()

@@ -146,7 +146,7 @@ def test_mac_move_uses_one_macvlan_per_survivor_and_respects_max_extra_macs() ->
 
 def test_conflict_inputs_and_peers_refuse() -> None:
     ip = ipaddress.ip_address("192.0.2.10")
-    plan = plan_failover(cfg(BASE), two_nics(), "eth0", conflicts={ip: "answered by 02:aa:00:00:00:01"})
+    plan = plan_failover(cfg(BASE), two_nics(), "eth0", conflicts={(ip, "eth1"): "answered by 02:aa:00:00:00:01"})
     assert plan.refusals[0].codes() == {"conflict"}
     data = yaml.safe_load(yaml.safe_dump(BASE))
     data["interfaces"]["eth0"]["addresses"] += ["192.0.2.50/24", "192.0.2.51/24"]

@@ -1,0 +1,659 @@
+"""The daemon: kernel events -> health -> plans -> executor, and nothing else.
+
+Theory of operation
+-------------------
+One asyncio loop. The netlink monitor (bound before the first dump, so no
+change is lost between the two) feeds :class:`ipshift.events` values; link
+events of configured NICs go through the pure health machine
+(:mod:`ipshift.health`); whenever a NIC's usability changes, the converge task
+wakes and asks the pure planner (:func:`ipshift.plan.converge`) for the plans
+that bring the kernel to the configured placement from the daemon's cached
+view of the kernel, then runs them with the executor:
+
+1. the conflict probes of every move, concurrently (one timeout in all);
+2. every move's remaining steps, the moves concurrently; a failed step undoes
+   that move's completed steps in reverse and records why, and the next
+   converge round tries the next candidate for that address;
+3. the plan's NIC-level steps (withdraw or restore routes, remove an emptied
+   macvlan).
+
+Every step is timed and logged; every plan run becomes a record that
+``ipshift status`` shows. The cached kernel view is updated from events on the
+hot path (no re-dump before acting) and re-read in the background after every
+converge round and on a monitor overrun.
+
+Signals only set flags (SIGTERM/SIGINT: stop, addresses stay where they are;
+SIGHUP: reload, an invalid new config is refused and the old one keeps
+running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ipshift import health as hl
+from ipshift.config import Config, ConfigError, load_config
+from ipshift.events import AddressEvent, LinkEvent, LinkGone, Resync
+from ipshift.model import Address, IPAddress, Link, Snapshot
+from ipshift.plan import Move, Plan, converge, sysctl_warnings
+from ipshift.steps import Announce, CheckConflict, Step
+
+log = logging.getLogger("ipshift.daemon")
+
+MAX_RECORDS = 50
+MAX_ROUNDS = 8  # converge rounds in a row before waiting for the next event
+
+MANAGED_SYSCTLS = {
+    "arp_ignore": "1",
+    "arp_announce": "2",
+    "promote_secondaries": "1",
+    "ignore_routes_with_linkdown": "1",
+}
+
+
+@dataclass
+class StepRecord:
+    op: str
+    text: str
+    at_ms: float  # since the record's t0
+    ms: float
+    ok: bool
+    error: str = ""
+
+
+@dataclass
+class MoveRecord:
+    address: str
+    source: str
+    target: str
+    device: str
+    ok: bool = False
+    error: str = ""
+    first_announce_ms: float | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+
+
+@dataclass
+class Record:
+    id: int
+    kind: str  # failover | failback
+    nic: str
+    trigger: str
+    started: float  # wall clock
+    t0: float  # monotonic: when the trigger reached the daemon
+    moves: list[MoveRecord] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
+    nic_steps: list[StepRecord] = field(default_factory=list)
+    total_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Daemon:
+    """The running daemon. Construct, then ``await run()``; nothing happens in the constructor."""
+
+    def __init__(self, config: Config, config_path: str, *, socket_path: str | None = None,
+                 kill_at: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.socket_path = socket_path or config.socket
+        self.kill_at = kill_at
+        self.health: dict[str, hl.NicHealth] = {}
+        self.links: dict[str, Link] = {}
+        self.addresses: dict[tuple[str, IPAddress], Address] = {}
+        self.snapshot = Snapshot()
+        self.drained: set[str] = set()
+        self.bring_back_once: set[str] = set()
+        self.findings: dict[tuple[IPAddress, str], str] = {}
+        self.since: dict[str, tuple[str, float]] = {}  # address -> (device, wall time)
+        self.records: deque[Record] = deque(maxlen=MAX_RECORDS)
+        self.last_trigger: dict[str, tuple[str, float]] = {}
+        self._record_id = 0
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._refused_logged: set[str] = set()
+        self.executor: Any = None
+        self.journal: Any = None
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ timing
+
+    @property
+    def timing(self) -> hl.Timing:
+        fb = self.config.failback
+        return hl.Timing(delay=fb.delay, flap_count=fb.flap_count, flap_window=fb.flap_window)
+
+    # ------------------------------------------------------------------ main
+
+    async def run(self) -> int:
+        from ipshift.journal import Journal, read_state
+        from ipshift.kernel.apply import Executor
+        from ipshift.kernel.monitor import KernelMonitor
+
+        loop = asyncio.get_running_loop()
+        for sig, handler in ((signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop),
+                             (signal.SIGHUP, self._on_hup)):
+            loop.add_signal_handler(sig, handler)
+
+        self.journal = Journal(self.config.state_dir)
+        self.journal.start()
+        state = read_state(self.config.state_dir)
+        self.executor = await Executor.open(kill_at=self.kill_at, on_kill=self._kill_self)
+        for nic, routes in (state.get("demoted") or {}).items():
+            self.executor.demoted[nic] = [_route_from_dict(r) for r in routes]
+        self.drained = set(state.get("drained") or []) & set(self.config.interfaces)
+        if state.get("in_progress"):
+            log.warning("the previous run stopped in the middle of: %s; converging from the kernel's state",
+                        state["in_progress"].get("what", "a move"))
+        for item in state.get("history") or []:
+            rec = _record_from_dict(item)
+            if rec is not None:
+                self.records.append(rec)
+                self._record_id = max(self._record_id, rec.id)
+
+        server = None
+        try:
+            async with KernelMonitor() as monitor:
+                await self._resync("start")
+                self._apply_sysctls()
+                now = time.monotonic()
+                for nic in self.config.interfaces:
+                    link = self.links.get(nic)
+                    self.health[nic] = hl.initial(nic, link is not None and link.healthy, now)
+                    if link is not None:
+                        try:
+                            self.executor.prepare(nic)
+                        except OSError as exc:
+                            log.warning("cannot open a frame socket on %s: %s", nic, exc)
+                    else:
+                        log.warning("configured NIC %s does not exist", nic)
+                self._log_health()
+                await self._install_routes()
+                from ipshift.control import ControlServer
+                server = ControlServer(self, self.socket_path)
+                await server.start()
+                self._spawn(self._converge_loop())
+                self._dirty.set()
+                events = self._spawn(self._consume(monitor))
+                stop = self._spawn(self._stop.wait())
+                log.info("ipshift running: %d NICs, %d addresses, pid %d",
+                         len(self.config.interfaces), len(self.config.all_addresses()), os.getpid())
+                await asyncio.wait({events, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if events.done() and events.exception() is not None:
+                    raise events.exception()  # type: ignore[misc]
+        finally:
+            log.info("ipshift stopping; addresses stay where they are")
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            for h in self._timers.values():
+                h.cancel()
+            if server is not None:
+                await server.stop()
+            self._journal_now()
+            self.journal.close()
+            await self.executor.close()
+        return 0
+
+    def _on_stop(self) -> None:
+        self._stop.set()
+
+    def _on_hup(self) -> None:
+        self._reload = True
+        self._dirty.set()
+
+    def _kill_self(self) -> None:
+        self.journal.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ kernel view
+
+    async def _resync(self, why: str) -> None:
+        from ipshift.kernel.snapshot import read_snapshot
+
+        snap = await asyncio.get_running_loop().run_in_executor(None, read_snapshot)
+        self.snapshot = snap
+        self.links = {l.name: l for l in snap.links}
+        self.addresses = {(a.ifname, a.ip): a for a in snap.addresses}
+        for link in snap.links:
+            self.executor.learn_link(link.name, link.index, link.mac)
+        log.debug("kernel state read (%s): %d links, %d addresses", why, len(snap.links), len(snap.addresses))
+
+    def _view(self) -> Snapshot:
+        """The cached kernel view as a snapshot (links and addresses kept current by events)."""
+        return replace(self.snapshot, links=tuple(self.links.values()), addresses=tuple(self.addresses.values()))
+
+    async def _consume(self, monitor: Any) -> None:
+        async for ev in monitor.events():
+            match ev:
+                case LinkEvent():
+                    self._on_link(ev)
+                case LinkGone(name=name):
+                    self.links.pop(name, None)
+                    self.executor.forget_link(name)
+                    self.addresses = {k: v for k, v in self.addresses.items() if k[0] != name}
+                    if name in self.health:
+                        self._observe(name, False, ev.at, "device removed")
+                case AddressEvent(added=added, ifname=ifname, interface=iface):
+                    key = (ifname, iface.ip)
+                    if added:
+                        self.addresses[key] = Address(ifname=ifname, interface=iface)
+                    else:
+                        self.addresses.pop(key, None)
+                case Resync(reason=reason):
+                    log.warning("netlink monitor overran (%s): re-reading the kernel state", reason)
+                    await self._resync("overrun")
+                    for nic, link in self.links.items():
+                        if nic in self.health:
+                            self._observe(nic, link.healthy, time.monotonic(), "state after resync")
+                    self._dirty.set()
+                case _:
+                    raise AssertionError(f"unknown kernel event {ev!r}")
+
+    def _on_link(self, ev: LinkEvent) -> None:
+        old = self.links.get(ev.name)
+        if old is None:
+            link = Link(name=ev.name, index=ev.index, mac=ev.mac, admin_up=ev.admin_up, carrier=ev.carrier,
+                        operstate=ev.operstate, kind=ev.kind)
+            self._spawn(self._refresh_later())
+        else:
+            link = replace(old, index=ev.index, mac=ev.mac, admin_up=ev.admin_up, carrier=ev.carrier,
+                           operstate=ev.operstate)
+        self.links[ev.name] = link
+        self.executor.learn_link(ev.name, ev.index, ev.mac)
+        if ev.name in self.health:
+            why = ("administratively down" if not ev.admin_up else
+                   "carrier lost" if not ev.carrier else f"operstate {ev.operstate}")
+            self._observe(ev.name, ev.link_ok, ev.at, why)
+
+    async def _refresh_later(self) -> None:
+        await asyncio.sleep(0.05)
+        await self._resync("new link")
+
+    # ------------------------------------------------------------------ health
+
+    def _observe(self, nic: str, ok: bool, at: float, why: str) -> None:
+        h, outputs = hl.observe(self.health[nic], ok, time.monotonic(), self.timing, reason=why)
+        self.health[nic] = h
+        self._outputs(outputs, at)
+
+    def _outputs(self, outputs: tuple[hl.Output, ...], at: float) -> None:
+        for out in outputs:
+            match out:
+                case hl.Failed(nic=nic, reason=reason):
+                    log.warning("%s failed: %s", nic, reason)
+                    self.last_trigger[nic] = (reason, at)
+                    self._dirty.set()
+                case hl.Recovered(nic=nic):
+                    log.info("%s is healthy again", nic)
+                    self.last_trigger[nic] = ("recovered", time.monotonic())
+                    self._dirty.set()
+                case hl.Held(nic=nic, reason=reason):
+                    log.warning("%s held down: %s", nic, reason)
+                case hl.Wakeup(nic=nic, at=when):
+                    self._wake(nic, when)
+                case _:
+                    raise AssertionError(f"unknown health output {out!r}")
+
+    def _wake(self, nic: str, when: float) -> None:
+        old = self._timers.pop(nic, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, when - time.monotonic())
+        self._timers[nic] = loop.call_later(delay, self._tick, nic)
+
+    def _tick(self, nic: str) -> None:
+        self._timers.pop(nic, None)
+        if nic not in self.health:
+            return
+        h, outputs = hl.tick(self.health[nic], time.monotonic(), self.timing)
+        self.health[nic] = h
+        self._outputs(outputs, time.monotonic())
+
+    def usable(self) -> dict[str, bool]:
+        return {nic: h.usable and nic not in self.drained for nic, h in self.health.items()}
+
+    def unhealthy(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for nic, h in self.health.items():
+            if nic in self.drained:
+                out[nic] = "drained by the operator (ipshift failover)"
+            elif not h.usable:
+                out[nic] = h.reason or h.state
+        return out
+
+    def _log_health(self) -> None:
+        for nic, h in sorted(self.health.items()):
+            log.info("%s: %s%s", nic, h.state, f" ({h.reason})" if h.reason else "")
+
+    # ------------------------------------------------------------------ converge
+
+    async def _converge_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self._reload:
+                self._reload = False
+                self._do_reload()
+            for _ in range(MAX_ROUNDS):
+                if not await self.converge_once():
+                    break
+                await self._resync("between rounds")
+            self.findings.clear()
+            self.bring_back_once.clear()
+            self._journal_now()
+            await self._resync("after converge")
+
+    async def converge_once(self, *, only: str | None = None) -> list[Record]:
+        """Plan and run what brings the kernel to the configured placement. Returns the records."""
+        view = self._view()
+        bring_back = frozenset(
+            n for n, ok in self.usable().items()
+            if ok and (self.config.failback.mode == "auto" or n in self.bring_back_once))
+        plans = converge(self.config, view, self.usable(), unhealthy=self.unhealthy(),
+                         bring_back=bring_back, conflicts=self.findings)
+        records: list[Record] = []
+        for plan in plans:
+            if only is not None and plan.failed != only:
+                continue
+            if not plan.moves:
+                key = f"{plan.failed}:" + ",".join(sorted(str(r.interface) for r in plan.refusals))
+                if key not in self._refused_logged:
+                    self._refused_logged.add(key)
+                    for r in plan.refusals:
+                        reasons = "; ".join(f"{c.nic}: [{f.code}] {f.reason}" for c in r.candidates
+                                            for f in c.failures) or r.reason
+                        log.warning("%s stays on %s: no NIC can take it (%s)", r.interface, r.source, reasons)
+                continue
+            records.append(await self.execute(plan))
+        return records
+
+    async def execute(self, plan: Plan) -> Record:
+        trigger, t0 = self.last_trigger.get(plan.failed, ("converge", time.monotonic()))
+        if plan.kind == "failback" and trigger != "recovered":
+            trigger = "placement" if trigger == "converge" else trigger
+        self._record_id += 1
+        rec = Record(self._record_id, plan.kind, plan.failed, trigger, time.time(), t0)
+        for r in plan.refusals:
+            rec.refused.append({"address": str(r.interface), "codes": sorted(r.codes()),
+                                "reasons": [f"{c.nic}: [{f.code}] {f.reason}" for c in r.candidates
+                                            for f in c.failures] or [r.reason]})
+        self._journal_now(in_progress={"what": f"{plan.kind} of {plan.failed}",
+                                       "moves": [(str(m.interface), m.source, m.target) for m in plan.moves]})
+        for step in plan.prelude:
+            rec.nic_steps.append(await self._timed(step, rec.t0))
+        move_recs = [MoveRecord(str(m.interface), m.source, m.survivor, m.target) for m in plan.moves]
+        rec.moves = move_recs
+        # 1. conflict probes, all at once
+        probes = [(i, s) for i, m in enumerate(plan.moves) for s in m.steps if isinstance(s, CheckConflict)]
+        if probes:
+            results = await asyncio.gather(*(self._timed(s, rec.t0) for _, s in probes))
+            for (i, step), sr in zip(probes, results):
+                move_recs[i].steps.append(sr)
+                if not sr.ok:
+                    move_recs[i].error = sr.error
+                    assert isinstance(step, CheckConflict)
+                    self.findings[(step.ip, step.ifname)] = sr.error
+                    log.warning("%s not moved to %s: %s", plan.moves[i].interface, step.ifname, sr.error)
+        # 2. the moves, concurrently
+        await asyncio.gather(*(self._run_move(m, r, rec.t0) for m, r in zip(plan.moves, move_recs) if not r.error))
+        # 3. NIC-level steps
+        if any(r.ok for r in move_recs):
+            for step in plan.postlude:
+                rec.nic_steps.append(await self._timed(step, rec.t0))
+        rec.total_ms = (time.monotonic() - rec.t0) * 1000.0
+        self.records.append(rec)
+        self._journal_now()
+        self._log_record(rec)
+        return rec
+
+    async def _run_move(self, move: Move, mr: MoveRecord, t0: float) -> None:
+        done: list[Step] = []
+        for step in move.steps:
+            if isinstance(step, CheckConflict):
+                continue
+            sr = await self._timed(step, t0)
+            mr.steps.append(sr)
+            if not sr.ok:
+                mr.error = f"{sr.text}: {sr.error}"
+                log.error("move of %s to %s failed at '%s': %s; undoing", move.interface, move.survivor,
+                          sr.text, sr.error)
+                for prev in reversed(done):
+                    undo = self.executor.undo_of(prev)
+                    if undo is not None:
+                        ur = await self._timed(undo, t0)
+                        mr.steps.append(replace(ur, op=f"undo:{ur.op}"))
+                self.findings[(move.interface.ip, move.survivor)] = f"the move failed: {sr.error}"
+                return
+            if isinstance(step, Announce) and mr.first_announce_ms is None:
+                mr.first_announce_ms = sr.at_ms + sr.ms
+            done.append(step)
+        mr.ok = True
+        self.since[str(move.interface.ip)] = (move.target, time.time())
+
+    async def _timed(self, step: Step, t0: float) -> StepRecord:
+        from ipshift.kernel.apply import StepFailed
+
+        start = time.monotonic()
+        try:
+            await self.executor.run_step(step)
+            ok, err = True, ""
+        except StepFailed as exc:
+            ok, err = False, exc.reason
+        end = time.monotonic()
+        sr = StepRecord(type(step).__name__, step.describe(), (start - t0) * 1000.0, (end - start) * 1000.0, ok, err)
+        log.debug("step %s: %.3f ms%s", sr.text, sr.ms, f" FAILED: {err}" if err else "")
+        return sr
+
+    def _log_record(self, rec: Record) -> None:
+        for m in rec.moves:
+            if m.ok:
+                log.info("%s of %s: %s -> %s%s in %.2f ms (first announcement at %.2f ms)", rec.kind, rec.nic,
+                         m.address, m.device, "", sum(s.ms for s in m.steps),
+                         m.first_announce_ms if m.first_announce_ms is not None else float("nan"))
+            else:
+                log.warning("%s of %s: %s not moved to %s: %s", rec.kind, rec.nic, m.address, m.device, m.error)
+            for s in m.steps:
+                log.info("    %-14s %8.3f ms  %s%s", s.op, s.ms, s.text, f"  FAILED: {s.error}" if not s.ok else "")
+        for s in rec.nic_steps:
+            log.info("    %-14s %8.3f ms  %s", s.op, s.ms, s.text)
+
+    # ------------------------------------------------------------------ start-up pieces
+
+    async def _install_routes(self) -> None:
+        """Configured routes that are missing, on the device holding an address of their gateway's subnet."""
+        from ipshift.steps import AddRoute
+
+        view = self._view()
+        for nic, iface in self.config.interfaces.items():
+            for r in iface.routes:
+                if r.via is None:
+                    continue
+                holders = [a.ifname for a in view.addresses if a.ip.version == r.via.version
+                           and r.via in a.network and a.ifname in self._managed_devices(view)]
+                if not holders or any(kr.dst == r.to and kr.gateway == r.via for kr in view.routes):
+                    continue
+                dev = nic if nic in holders else holders[0]
+                sr = await self._timed(AddRoute(r.to, dev, r.via, r.metric), time.monotonic())
+                if sr.ok:
+                    log.info("installed route %s via %s dev %s", r.to, r.via, dev)
+                else:
+                    log.warning("cannot install route %s via %s: %s", r.to, r.via, sr.error)
+
+    def _managed_devices(self, view: Snapshot) -> set[str]:
+        names = set(self.config.interfaces)
+        for l in view.links:
+            if l.kind in ("macvlan", "vlan") and l.parent is not None:
+                p = view.link_by_index(l.parent)
+                if p is not None and p.name in names:
+                    names.add(l.name)
+        return names
+
+    def _apply_sysctls(self) -> None:
+        if self.config.sysctl == "manage":
+            for nic in self.config.interfaces:
+                if nic not in self.links:
+                    continue
+                for key, value in MANAGED_SYSCTLS.items():
+                    path = f"/proc/sys/net/ipv4/conf/{nic}/{key}"
+                    try:
+                        with open(path) as f:
+                            cur = f.read().strip()
+                        if cur != value:
+                            with open(path, "w") as f:
+                                f.write(value)
+                            log.info("sysctl net.ipv4.conf.%s.%s: %s -> %s", nic, key, cur, value)
+                    except OSError as exc:
+                        log.warning("cannot set net.ipv4.conf.%s.%s: %s", nic, key, exc)
+            return
+        for w in sysctl_warnings(self.config, self._view()):
+            if (w.nic, w.code) not in self._warned:
+                self._warned.add((w.nic, w.code))
+                log.warning("%s", w.message)
+
+    def _do_reload(self) -> None:
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            return
+        old = self.config
+        self.config = new
+        now = time.monotonic()
+        for nic in new.interfaces:
+            if nic not in self.health:
+                link = self.links.get(nic)
+                self.health[nic] = hl.initial(nic, link is not None and link.healthy, now)
+        for nic in list(self.health):
+            if nic not in new.interfaces:
+                del self.health[nic]
+        added = set(new.interfaces) - set(old.interfaces)
+        removed = set(old.interfaces) - set(new.interfaces)
+        log.info("configuration reloaded from %s (NICs added: %s; removed: %s)", self.config_path,
+                 ", ".join(sorted(added)) or "none", ", ".join(sorted(removed)) or "none")
+        self._apply_sysctls()
+
+    # ------------------------------------------------------------------ journal and status
+
+    def _journal_now(self, in_progress: dict[str, Any] | None = None) -> None:
+        if self.journal is None:
+            return
+        demoted = {nic: [_route_to_dict(r) for r in routes] for nic, routes in self.executor.demoted.items()}
+        self.journal.submit({
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "in_progress": in_progress,
+            "placements": self.placements(),
+            "demoted": demoted,
+            "drained": sorted(self.drained),
+            "history": [r.as_dict() for r in list(self.records)[-20:]],
+        })
+
+    def placements(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        view = self._view()
+        for home, addr in self.config.all_addresses():
+            devices = [a.ifname for a in view.where_is(addr.address.ip)]
+            key = str(addr.address.ip)
+            dev, since = self.since.get(key, (devices[0] if devices else "", 0.0))
+            out[str(addr.address)] = {"home": home, "on": devices, "since": since if dev in devices else None}
+        return out
+
+    def status(self) -> dict[str, Any]:
+        now_m = time.monotonic()
+        now_w = time.time()
+        nics = {}
+        for nic, h in sorted(self.health.items()):
+            link = self.links.get(nic)
+            nics[nic] = {
+                "state": "drained" if nic in self.drained else h.state,
+                "health": h.state,
+                "since": now_w - (now_m - h.since),
+                "reason": h.reason,
+                "link": None if link is None else {"admin_up": link.admin_up, "carrier": link.carrier,
+                                                    "operstate": link.operstate, "mac": link.mac},
+            }
+        return {
+            "pid": os.getpid(),
+            "config": self.config_path,
+            "failback": self.config.failback.mode,
+            "nics": nics,
+            "addresses": self.placements(),
+            "failovers": [r.as_dict() for r in self.records],
+        }
+
+    # ------------------------------------------------------------------ operator commands
+
+    async def cmd_failover(self, nic: str) -> dict[str, Any]:
+        if nic not in self.config.interfaces:
+            return {"ok": False, "error": f"{nic} is not a configured interface"}
+        self.drained.add(nic)
+        self.last_trigger[nic] = ("operator: ipshift failover", time.monotonic())
+        recs = await self._converge_now(nic)
+        return {"ok": all(m.ok for r in recs for m in r.moves), "records": [r.as_dict() for r in recs]}
+
+    async def cmd_failback(self, nic: str) -> dict[str, Any]:
+        if nic not in self.config.interfaces:
+            return {"ok": False, "error": f"{nic} is not a configured interface"}
+        self.drained.discard(nic)
+        h = self.health.get(nic)
+        if h is not None and not h.usable:
+            self._journal_now()
+            return {"ok": False, "error": f"{nic} is {h.state}: {h.reason}; its addresses come back when it is up"}
+        self.bring_back_once.add(nic)
+        self.last_trigger[nic] = ("operator: ipshift failback", time.monotonic())
+        recs = await self._converge_now(nic)
+        self.bring_back_once.discard(nic)
+        return {"ok": all(m.ok for r in recs for m in r.moves), "records": [r.as_dict() for r in recs]}
+
+    async def _converge_now(self, nic: str) -> list[Record]:
+        recs = await self.converge_once(only=nic)
+        self._journal_now()
+        self._dirty.set()
+        return recs
+
+
+def _route_to_dict(r: Any) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network,
+                                          ipaddress.IPv6Network)) else v)
+            for k, v in dataclasses.asdict(r).items()}
+
+
+def _route_from_dict(d: dict[str, Any]) -> Any:
+    from ipshift.model import Route
+
+    return Route(dst=ipaddress.ip_network(d["dst"]), ifname=d.get("ifname"),
+                 gateway=ipaddress.ip_address(d["gateway"]) if d.get("gateway") else None,
+                 table=d.get("table", 254), proto=d.get("proto", "static"), scope=d.get("scope", "universe"),
+                 type=d.get("type", "unicast"), metric=d.get("metric"), linkdown=d.get("linkdown", False),
+                 src=ipaddress.ip_address(d["src"]) if d.get("src") else None)
+
+
+def _record_from_dict(d: dict[str, Any]) -> Record | None:
+    try:
+        moves = [MoveRecord(**{**m, "steps": [StepRecord(**s) for s in m["steps"]]}) for m in d["moves"]]
+        nic_steps = [StepRecord(**s) for s in d.get("nic_steps", [])]
+        return Record(**{**d, "moves": moves, "nic_steps": nic_steps})
+    except (TypeError, KeyError):
+        return None

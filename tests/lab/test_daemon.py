@@ -1,0 +1,129 @@
+"""`ipshift run` in a lab: carrier loss moves the address, tells the network, and it comes back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from scapy.layers.l2 import ARP, Ether
+from scapy.utils import rdpcap
+
+from ipshift.lab import Lab
+
+from labtools import DaemonHandle
+
+ETH0_ADDR = "192.0.2.10/24"
+BASE: dict[str, Any] = {
+    "interfaces": {
+        "eth0": {"addresses": [ETH0_ADDR], "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1"}]},
+        "eth1": {"addresses": ["192.0.2.11/24"]},
+    },
+    "announce": {"count": 3, "interval": "50ms"},
+    "failback": {"mode": "auto", "delay": "300ms"},
+    "conflict_check": {"enabled": True, "timeout": "30ms"},
+}
+
+
+def cfg(**changes: Any) -> dict[str, Any]:
+    c: dict[str, Any] = json.loads(json.dumps(BASE))
+    for key, value in changes.items():
+        c[key] = value
+    return c
+
+
+def on(status: dict[str, Any], addr: str) -> list[str]:
+    return status["addresses"][addr]["on"]  # type: ignore[no-any-return]
+
+
+class Capture:
+    """tcpdump on a switch port, bounded in time and count, decoded afterwards by scapy."""
+
+    def __init__(self, lab: Lab, port: str, path: Path, filt: str = "arp") -> None:
+        self.path = path
+        self.proc = lab.popen(lab.switch, "timeout", "20", "tcpdump", "-i", port, "-U", "-n", "-w", str(path),
+                              "-c", "50", "--immediate-mode", filt,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 5
+        # tcpdump says "listening on" once the capture is open
+        assert self.proc.stderr is not None
+        line = b""
+        while time.monotonic() < deadline and b"listening" not in line:
+            line = self.proc.stderr.readline()
+        assert b"listening" in line, "tcpdump did not start"
+
+    def frames(self) -> list[Any]:
+        time.sleep(0.2)
+        self.proc.terminate()
+        self.proc.wait(5)
+        return list(rdpcap(str(self.path))) if self.path.exists() and self.path.stat().st_size > 24 else []
+
+
+def client_ping_ok(lab: Lab, ip: str) -> bool:
+    r = lab.run(lab.client, "ping", "-c", "1", "-W", "1", ip, check=False)
+    return r.returncode == 0
+
+
+def test_carrier_loss_moves_announces_and_client_follows(
+        make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle], tmp_path: Path) -> None:
+    lab = make_lab()
+    d = make_daemon(lab, cfg())
+    assert client_ping_ok(lab, "192.0.2.10")
+    neigh = lab.run(lab.client, "ip", "-j", "neigh", "show", "192.0.2.10").stdout
+    assert json.loads(neigh)[0]["lladdr"] == lab.mac_of("eth0")
+    cap = Capture(lab, lab.peer_of("eth1"), tmp_path / "garp.pcap")
+
+    t0 = time.monotonic()
+    lab.fail_nic("eth0")
+    status = d.wait_for(lambda s: on(s, ETH0_ADDR) == ["eth1"], timeout=1.0, what="192.0.2.10 on eth1")
+    assert time.monotonic() - t0 < 1.0
+
+    # gratuitous ARP from eth1's MAC for the moved address, decoded by scapy
+    garps = [f for f in cap.frames() if ARP in f and f[ARP].psrc == "192.0.2.10" and f[ARP].pdst == "192.0.2.10"]
+    assert len(garps) == 3, [f.summary() for f in cap.frames()]
+    for f in garps:
+        assert f[Ether].src == lab.mac_of("eth1") and f[ARP].hwsrc == lab.mac_of("eth1")
+        assert f[Ether].dst == "ff:ff:ff:ff:ff:ff"
+
+    # the client's traffic resumes, and its neighbour entry now holds eth1's MAC
+    assert client_ping_ok(lab, "192.0.2.10")
+    neigh = json.loads(lab.run(lab.client, "ip", "-j", "neigh", "show", "192.0.2.10").stdout)
+    assert neigh[0]["lladdr"] == lab.mac_of("eth1")
+
+    # the failover record: every step with a duration, the first announcement early
+    (rec,) = [r for r in status["failovers"] if r["kind"] == "failover"]
+    assert rec["trigger"] == "carrier lost"
+    (move,) = rec["moves"]
+    assert move["ok"] and move["device"] == "eth1"
+    ops = [s["op"] for s in move["steps"]]
+    assert ops[:4] == ["CheckConflict", "DelAddress", "AddAddress", "Announce"]
+    assert all(s["ms"] >= 0 for s in move["steps"])
+
+    # the static route through eth0 now goes through eth1
+    routes = lab.run(lab.gateway, "ip", "route", "show", "198.51.100.0/24").stdout
+    assert "dev eth1" in routes
+
+    # failback (auto): the address comes home once eth0 had carrier for the delay
+    lab.restore_nic("eth0")
+    d.wait_for(lambda s: on(s, ETH0_ADDR) == ["eth0"], timeout=3.0, what="failback to eth0")
+    assert "dev eth0" in lab.run(lab.gateway, "ip", "route", "show", "198.51.100.0/24").stdout
+    assert client_ping_ok(lab, "192.0.2.10")
+    text = d.cli("status").stdout
+    assert "failover of eth0" in text and "failback of eth0" in text
+
+
+def test_status_json_and_clean_exit_leave_addresses(
+        make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
+    lab = make_lab()
+    d = make_daemon(lab, cfg())
+    r = d.cli("status", "--json")
+    assert r.returncode == 0
+    st = json.loads(r.stdout)
+    assert st["nics"]["eth0"]["state"] == "up" and on(st, ETH0_ADDR) == ["eth0"]
+    lab.fail_nic("eth0")
+    d.wait_for(lambda s: on(s, ETH0_ADDR) == ["eth1"], timeout=1.0)
+    assert d.stop() == 0
+    assert ETH0_ADDR in d.addresses_on("eth1")  # SIGTERM leaves addresses where they are
