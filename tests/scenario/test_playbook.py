@@ -1,0 +1,186 @@
+"""Scenario tests: a sequence of kernel events in, the exact sequence of executed steps out.
+
+The daemon runs against a fake executor that applies address steps to an
+in-memory kernel, so these tests need neither root nor namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ipshift import health as hl
+from ipshift.config import parse_config
+from ipshift.daemon import Daemon
+from ipshift.events import LinkEvent
+from ipshift.kernel.apply import StepFailed
+from ipshift.model import Address, KernelFeatures, Link, Snapshot
+from ipshift.steps import AddAddress, CheckConflict, DelAddress, Step
+
+MAC = {"eth0": "02:00:00:00:00:10", "eth1": "02:00:00:00:00:11", "eth2": "02:00:00:00:00:12"}
+
+
+@dataclass
+class FakeExecutor:
+    """Records steps; applies address adds/deletes to the daemon's cached view like the kernel would."""
+
+    daemon: Daemon
+    fail: dict[str, str] = field(default_factory=dict)  # step text -> error
+    ran: list[str] = field(default_factory=list)
+    demoted: dict[str, list[Any]] = field(default_factory=dict)
+
+    async def run_step(self, step: Step) -> None:
+        self.ran.append(step.describe())
+        if step.describe() in self.fail:
+            raise StepFailed(step, self.fail[step.describe()], conflict=isinstance(step, CheckConflict))
+        if isinstance(step, AddAddress):
+            self.daemon.addresses[(step.ifname, step.interface.ip)] = Address(step.ifname, step.interface)
+        elif isinstance(step, DelAddress):
+            self.daemon.addresses.pop((step.ifname, step.interface.ip), None)
+
+    def undo_of(self, step: Step) -> Step | None:
+        from ipshift.kernel.apply import Executor
+
+        return Executor.undo_of(None, step)  # type: ignore[arg-type]
+
+    def learn_link(self, *a: Any) -> None: ...
+    def forget_link(self, *a: Any) -> None: ...
+
+
+def make(config: dict[str, Any], nics: list[str], addrs: dict[str, list[str]]) -> tuple[Daemon, FakeExecutor]:
+    cfg = parse_config(yaml.safe_dump(config), "test.yaml")
+    d = Daemon(cfg, "test.yaml", socket_path="/nonexistent")
+    links = [Link(n, i + 2, MAC[n], True, True, "UP", "veth") for i, n in enumerate(nics)]
+    d.snapshot = Snapshot(links=tuple(links), features=KernelFeatures(vlan_8021q=False, macvlan=True))
+    d.links = {l.name: l for l in links}
+    d.addresses = {(n, ipaddress.ip_interface(a).ip): Address(n, ipaddress.ip_interface(a))
+                   for n, lst in addrs.items() for a in lst}
+    for n in nics:
+        d.health[n] = hl.initial(n, True, 0.0)
+    ex = FakeExecutor(d)
+    d.executor = ex
+    return d, ex
+
+
+def link_event(d: Daemon, nic: str, carrier: bool) -> None:
+    import time
+
+    l = d.links[nic]
+    d._on_link(LinkEvent(nic, l.index, True, carrier, "UP" if carrier else "LOWERLAYERDOWN", "veth", l.mac,
+                         time.monotonic()))
+
+
+def where(d: Daemon) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for (ifname, ip), _ in sorted(d.addresses.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        out.setdefault(str(ip), []).append(ifname)
+    return out
+
+
+CFG = {
+    "interfaces": {
+        "eth0": {"addresses": ["192.0.2.10/24"]},
+        "eth1": {"addresses": ["192.0.2.11/24"]},
+        "eth2": {"addresses": ["192.0.2.12/24"]},
+    },
+    "announce": {"count": 1, "interval": "10ms"},
+    "failback": {"mode": "auto", "delay": "1s"},
+    "conflict_check": {"enabled": True, "timeout": "10ms"},
+}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_carrier_loss_runs_the_move_in_order() -> None:
+    async def scenario() -> None:
+        d, ex = make(CFG, ["eth0", "eth1", "eth2"],
+                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
+        link_event(d, "eth0", False)
+        (rec,) = await d.converge_once()
+        assert ex.ran == [
+            "ARP probe for 192.0.2.10 from eth1 (wait 10 ms)",
+            "remove 192.0.2.10/24 from eth0",
+            "add 192.0.2.10/24 to eth1",
+            "gratuitous ARP for 192.0.2.10 from eth1, 1x every 10 ms",
+            "remove neighbour entries of 192.0.2.0/24 on eth0",
+            "flush neighbour entries of 192.0.2.0/24",
+            "flush the IPv4 route cache",
+            "withdraw routes through eth0 while it is failed",
+        ]
+        assert rec.kind == "failover" and rec.trigger == "carrier lost" and rec.moves[0].ok
+        assert where(d)["192.0.2.10"] == ["eth1"]
+        assert await d.converge_once() == []  # converged: nothing more to do
+
+    run(scenario())
+
+
+def test_conflict_on_first_candidate_tries_the_next() -> None:
+    async def scenario() -> None:
+        d, ex = make(CFG, ["eth0", "eth1", "eth2"],
+                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
+        ex.fail["ARP probe for 192.0.2.10 from eth1 (wait 10 ms)"] = "answered by 02:aa:00:00:00:01"
+        link_event(d, "eth0", False)
+        (rec1,) = await d.converge_once()
+        assert not rec1.moves[0].ok and "02:aa" in rec1.moves[0].error
+        assert "remove 192.0.2.10/24 from eth0" not in ex.ran  # nothing touched on a conflict
+        (rec2,) = await d.converge_once()
+        assert rec2.moves[0].ok and rec2.moves[0].target == "eth2"
+        assert where(d)["192.0.2.10"] == ["eth2"]
+
+    run(scenario())
+
+
+def test_failed_add_is_undone_and_the_next_survivor_is_used() -> None:
+    async def scenario() -> None:
+        d, ex = make(CFG, ["eth0", "eth1", "eth2"],
+                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
+        ex.fail["add 192.0.2.10/24 to eth1"] = "kernel refused: No buffer space available (errno 105)"
+        link_event(d, "eth0", False)
+        (rec1,) = await d.converge_once()
+        m = rec1.moves[0]
+        assert not m.ok and [s.op for s in m.steps][-1] == "undo:AddAddress"  # the delete was undone
+        assert where(d)["192.0.2.10"] == ["eth0"]  # back where it was: never lost
+        (rec2,) = await d.converge_once()
+        assert rec2.moves[0].ok and where(d)["192.0.2.10"] == ["eth2"]
+
+    run(scenario())
+
+
+def test_operator_failover_and_manual_failback() -> None:
+    async def scenario() -> None:
+        cfg = dict(CFG, failback={"mode": "manual", "delay": "1s"})
+        d, ex = make(cfg, ["eth0", "eth1", "eth2"],
+                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
+        d._journal_now = lambda *a, **k: None  # type: ignore[method-assign]
+        answer = await d.cmd_failover("eth0")
+        assert answer["ok"] and where(d)["192.0.2.10"] != ["eth0"]
+        assert await d.converge_once() == []  # drained: stays away
+        answer = await d.cmd_failback("eth0")
+        assert answer["ok"] and where(d)["192.0.2.10"] == ["eth0"]
+        assert (await d.cmd_failover("eth9"))["error"] == "eth9 is not a configured interface"
+
+    run(scenario())
+
+
+def test_all_down_then_one_back_adopts_everything() -> None:
+    async def scenario() -> None:
+        cfg = {"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]}, "eth1": {"addresses": ["192.0.2.11/24"]}},
+               "conflict_check": {"enabled": False}, "announce": {"count": 1, "interval": "10ms"}}
+        d, ex = make(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+        link_event(d, "eth0", False)
+        link_event(d, "eth1", False)
+        assert await d.converge_once() == []  # nowhere to go: addresses stay put
+        assert where(d) == {"192.0.2.10": ["eth0"], "192.0.2.11": ["eth1"]}
+        link_event(d, "eth1", True)
+        d.health["eth1"] = hl.tick(d.health["eth1"], d.health["eth1"].since + 10, d.timing)[0]
+        assert d.health["eth1"].usable
+        (rec,) = await d.converge_once()
+        assert rec.nic == "eth0" and where(d) == {"192.0.2.10": ["eth1"], "192.0.2.11": ["eth1"]}
+
+    run(scenario())
