@@ -170,6 +170,9 @@ class FailbackConfig(_Strict):
 class ConflictConfig(_Strict):
     enabled: bool = True
     timeout: Duration = 0.2
+    # strict: probe, wait `timeout`, then move (RFC 5227). optimistic: move and announce at once while
+    # the probe runs; an answer within `timeout` undoes the move (the way IPv6 optimistic DAD works).
+    mode: Literal["strict", "optimistic"] = "strict"
 
 
 class PeerConfig(_Strict):

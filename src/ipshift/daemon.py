@@ -117,6 +117,8 @@ class Daemon:
         self.findings: dict[tuple[IPAddress, str], str] = {}
         self.since: dict[str, tuple[str, float]] = {}  # address -> (device, wall time)
         self.records: deque[Record] = deque(maxlen=MAX_RECORDS)
+        self._history: deque[dict[str, Any]] = deque(maxlen=20)  # finished records as dicts, for the journal
+        self._last_doc: dict[str, Any] = {}
         self.last_trigger: dict[str, tuple[str, float]] = {}
         self._record_id = 0
         self._dirty = asyncio.Event()
@@ -163,6 +165,7 @@ class Daemon:
             rec = _record_from_dict(item)
             if rec is not None:
                 self.records.append(rec)
+                self._history.append(item)
                 self._record_id = max(self._record_id, rec.id)
 
         server = None
@@ -170,6 +173,9 @@ class Daemon:
             async with KernelMonitor() as monitor:
                 await self._resync("start")
                 self._apply_sysctls()
+                for nic in self.config.interfaces:
+                    if nic in self.links:
+                        self.executor.keep_secondaries(nic)
                 now = time.monotonic()
                 for nic in self.config.interfaces:
                     link = self.links.get(nic)
@@ -405,9 +411,9 @@ class Daemon:
             rec.nic_steps.append(await self._timed(step, rec.t0))
         move_recs = [MoveRecord(str(m.interface), m.source, m.survivor, m.target) for m in plan.moves]
         rec.moves = move_recs
-        # 1. conflict probes, all at once
+        # 1. conflict probes, all at once (strict mode: before anything moves)
         probes = [(i, s) for i, m in enumerate(plan.moves) for s in m.steps if isinstance(s, CheckConflict)]
-        if probes:
+        if probes and self.config.conflict_check.mode == "strict":
             results = await asyncio.gather(*(self._timed(s, rec.t0) for _, s in probes))
             for (i, step), sr in zip(probes, results):
                 move_recs[i].steps.append(sr)
@@ -424,33 +430,49 @@ class Daemon:
                 rec.nic_steps.append(await self._timed(step, rec.t0))
         rec.total_ms = (time.monotonic() - rec.t0) * 1000.0
         self.records.append(rec)
+        self._history.append(rec.as_dict())
         self._journal_now()
         self._log_record(rec)
         return rec
 
     async def _run_move(self, move: Move, mr: MoveRecord, t0: float) -> None:
+        """One address's transaction. In optimistic conflict mode the probe runs alongside the move
+        (as IPv6 optimistic DAD does) and a conflict found within the timeout undoes the move."""
         done: list[Step] = []
+        probe: asyncio.Task[StepRecord] | None = None
         for step in move.steps:
             if isinstance(step, CheckConflict):
+                if self.config.conflict_check.mode == "optimistic":
+                    probe = asyncio.get_running_loop().create_task(self._timed(step, t0))
                 continue
             sr = await self._timed(step, t0)
             mr.steps.append(sr)
             if not sr.ok:
-                mr.error = f"{sr.text}: {sr.error}"
-                log.error("move of %s to %s failed at '%s': %s; undoing", move.interface, move.survivor,
-                          sr.text, sr.error)
-                for prev in reversed(done):
-                    undo = self.executor.undo_of(prev)
-                    if undo is not None:
-                        ur = await self._timed(undo, t0)
-                        mr.steps.append(replace(ur, op=f"undo:{ur.op}"))
-                self.findings[(move.interface.ip, move.survivor)] = f"the move failed: {sr.error}"
+                await self._undo(move, mr, done, t0, sr.text, sr.error)
+                if probe is not None:
+                    probe.cancel()
                 return
             if isinstance(step, Announce) and mr.first_announce_ms is None:
                 mr.first_announce_ms = sr.at_ms + sr.ms
             done.append(step)
+        if probe is not None:
+            sr = await probe
+            mr.steps.append(sr)
+            if not sr.ok:
+                await self._undo(move, mr, done, t0, sr.text, sr.error)
+                return
         mr.ok = True
         self.since[str(move.interface.ip)] = (move.target, time.time())
+
+    async def _undo(self, move: Move, mr: MoveRecord, done: list[Step], t0: float, text: str, error: str) -> None:
+        mr.error = f"{text}: {error}"
+        log.error("move of %s to %s failed at '%s': %s; undoing", move.interface, move.survivor, text, error)
+        for prev in reversed(done):
+            undo = self.executor.undo_of(prev)
+            if undo is not None:
+                ur = await self._timed(undo, t0)
+                mr.steps.append(replace(ur, op=f"undo:{ur.op}"))
+        self.findings[(move.interface.ip, move.survivor)] = error
 
     async def _timed(self, step: Step, t0: float) -> StepRecord:
         from ipshift.kernel.apply import StepFailed
@@ -557,18 +579,27 @@ class Daemon:
     # ------------------------------------------------------------------ journal and status
 
     def _journal_now(self, in_progress: dict[str, Any] | None = None) -> None:
+        """Hand the journal a new state document (written on its thread; see ipshift.journal).
+
+        With ``in_progress`` (just before a plan runs: the hot path) only that field changes and
+        the rest of the last document is reused, so nothing here walks the addresses.
+        """
         if self.journal is None:
             return
+        if in_progress is not None and self._last_doc:
+            self.journal.submit({**self._last_doc, "updated": time.time(), "in_progress": in_progress})
+            return
         demoted = {nic: [_route_to_dict(r) for r in routes] for nic, routes in self.executor.demoted.items()}
-        self.journal.submit({
+        self._last_doc = {
             "pid": os.getpid(),
             "updated": time.time(),
             "in_progress": in_progress,
             "placements": self.placements(),
             "demoted": demoted,
             "drained": sorted(self.drained),
-            "history": [r.as_dict() for r in list(self.records)[-20:]],
-        })
+            "history": list(self._history)[-20:],
+        }
+        self.journal.submit(self._last_doc)
 
     def placements(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

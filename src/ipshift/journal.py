@@ -71,7 +71,7 @@ class Journal:
     def __init__(self, state_dir: str | Path) -> None:
         self.path = Path(state_dir) / STATE_FILE
         self._cond = threading.Condition()
-        self._pending: bytes | None = None
+        self._pending: dict[str, Any] | None = None
         self._written = 0
         self._submitted = 0
         self._closed = False
@@ -83,9 +83,12 @@ class Journal:
         self._thread.start()
 
     def submit(self, doc: dict[str, Any]) -> None:
-        data = json.dumps({"version": VERSION, **doc}, sort_keys=True, default=str).encode()
+        """Hand over the latest document; it is serialized and written on the journal's thread.
+
+        The caller must not mutate ``doc`` (or anything in it) afterwards: build a new one.
+        """
         with self._cond:
-            self._pending = data
+            self._pending = doc
             self._submitted += 1
             self._cond.notify_all()
 
@@ -109,10 +112,11 @@ class Journal:
                 self._cond.wait_for(lambda: self._pending is not None or self._closed)
                 if self._pending is None and self._closed:
                     return
-                data, self._pending = self._pending, None
+                doc, self._pending = self._pending, None
                 upto = self._submitted
             try:
-                if data is not None:
+                if doc is not None:
+                    data = json.dumps({"version": VERSION, **doc}, sort_keys=True, default=str).encode()
                     write_atomic(self.path, data)
             except OSError as exc:
                 log.error("cannot write state file %s: %s", self.path, exc)

@@ -184,3 +184,21 @@ def test_all_down_then_one_back_adopts_everything() -> None:
         assert rec.nic == "eth0" and where(d) == {"192.0.2.10": ["eth1"], "192.0.2.11": ["eth1"]}
 
     run(scenario())
+
+
+def test_optimistic_conflict_mode_moves_first_and_undoes_on_an_answer() -> None:
+    async def scenario() -> None:
+        cfg = dict(CFG, conflict_check={"enabled": True, "timeout": "10ms", "mode": "optimistic"})
+        d, ex = make(cfg, ["eth0", "eth1", "eth2"],
+                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
+        ex.fail["ARP probe for 192.0.2.10 from eth1 (wait 10 ms)"] = "answered by 02:aa:00:00:00:01"
+        link_event(d, "eth0", False)
+        (rec1,) = await d.converge_once()
+        m = rec1.moves[0]
+        # the address was added and announced before the probe's verdict, then taken back
+        assert ex.ran.index("add 192.0.2.10/24 to eth1") < ex.ran.index("remove 192.0.2.10/24 from eth1")
+        assert not m.ok and "02:aa" in m.error and where(d)["192.0.2.10"] == ["eth0"]
+        (rec2,) = await d.converge_once()
+        assert rec2.moves[0].ok and where(d)["192.0.2.10"] == ["eth2"]
+
+    run(scenario())

@@ -101,7 +101,7 @@ class Executor:
     @classmethod
     async def open(cls, **kwargs: Any) -> "Executor":
         ipr = AsyncIPRoute()
-        await ipr.__aenter__()
+        await ipr.link_lookup(ifname="lo")  # opens the socket now, not in the first failover
         return cls(ipr, **kwargs)
 
     async def close(self) -> None:
@@ -194,7 +194,7 @@ class Executor:
                 except LookupError:
                     return  # the device is gone, and the address with it
                 if iface.version == 4:
-                    self._keep_secondaries(ifname)
+                    self.keep_secondaries(ifname)
                 await self._tolerate(ALREADY_GONE, self.ipr.addr(
                     "del", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen))
             case AddAddress(ifname=ifname, interface=iface, nodad=nodad):
@@ -310,7 +310,7 @@ class Executor:
             kw["priority"] = metric
         return kw
 
-    def _keep_secondaries(self, ifname: str) -> None:
+    def keep_secondaries(self, ifname: str) -> None:
         """Removing a primary IPv4 address deletes its subnet's secondaries unless this is on."""
         if ifname in self._promoted:
             return
