@@ -1,0 +1,231 @@
+"""Path probing: does anything answer on this NIC? (what carrier cannot show).
+
+Theory of operation
+-------------------
+Every ``interval`` one *round* starts: from each probed NIC, one ARP request
+(IPv6 target: a neighbour solicitation) to each configured target. A reply
+counts for a NIC only when it arrives **on that NIC**, comes **from a
+target**, answers **our** request (addressed to that NIC's MAC) -- the lesson
+of the bonding driver's ``arp_validate``: replies seen on another NIC, or
+from hosts that are not targets, prove nothing about this NIC's path.
+
+When the next round starts, the previous one is judged: answered (``any``:
+at least one target replied; ``all``: every target did) or not. The pure
+machine :func:`judge` turns the run of rounds into a verdict:
+
+* ``unverified``: no target has ever answered since start. Not a failure: a
+  missing or slow target must not take the whole gateway down at boot;
+* ``up``: ``rises`` answered rounds in a row (or the first answer at all);
+* ``failed``: ``misses`` unanswered rounds in a row after having been up.
+
+The requests carry the NIC's own address as sender when it holds one in the
+target's subnet, else 0.0.0.0 (an RFC 5227 probe, which hosts answer too):
+a NIC whose addresses moved away must not re-point a router's ARP cache at
+itself by probing with an address it gave up.
+
+The I/O half (:class:`PathProber`) owns one AF_PACKET socket per NIC (with
+an ARP or NDP filter), sends on an absolute schedule driven by
+``loop.call_at`` (no drift, no sleeps), and hands verdict changes to a
+callback. It never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ipshift.model import IPAddress
+from ipshift.wire.arp import ARPOP_REPLY, build_arp_request, parse_arp
+from ipshift.wire.ndp import build_ns, parse_ndp
+from ipshift.wire.sender import ETH_P_ARP, ETH_P_IPV6, FrameSocket, arp_filter, ndp_filter
+
+log = logging.getLogger("ipshift.probe")
+
+Verdict = Literal["unverified", "up", "failed"]
+
+
+# --------------------------------------------------------------------------- the pure machine
+
+
+@dataclass(frozen=True, slots=True)
+class PathState:
+    verdict: Verdict = "unverified"
+    answered_in_a_row: int = 0
+    missed_in_a_row: int = 0
+    ever_answered: bool = False
+
+
+def judge(state: PathState, answered: bool, *, misses: int, rises: int) -> PathState:
+    """One finished round in, the new state out (pure)."""
+    if answered:
+        s = replace(state, answered_in_a_row=state.answered_in_a_row + 1, missed_in_a_row=0, ever_answered=True)
+        if s.verdict == "unverified" or (s.verdict == "failed" and s.answered_in_a_row >= rises):
+            s = replace(s, verdict="up")
+        return s
+    s = replace(state, answered_in_a_row=0, missed_in_a_row=state.missed_in_a_row + 1)
+    if s.verdict == "up" and s.missed_in_a_row >= misses:
+        s = replace(s, verdict="failed")
+    return s
+
+
+def round_answered(replied: set[IPAddress], targets: Sequence[IPAddress], mode: str) -> bool:
+    if mode == "all":
+        return all(t in replied for t in targets)
+    return bool(replied)
+
+
+# --------------------------------------------------------------------------- the I/O half
+
+
+@dataclass
+class _Nic:
+    name: str
+    mac: str
+    sockets: dict[int, FrameSocket] = field(default_factory=dict)  # ip version -> socket
+    state: PathState = field(default_factory=PathState)
+    replied: set[IPAddress] = field(default_factory=set)
+    last_reply: float = 0.0
+
+
+VerdictCallback = Callable[[str, Verdict, str, float], None]
+SourceFor = Callable[[str, IPAddress], IPAddress | None]
+
+
+class PathProber:
+    """Probe ``targets`` from each NIC every ``interval``; call ``on_verdict(nic, verdict, why, at)``."""
+
+    def __init__(self, targets: Sequence[IPAddress], interval: float, misses: int, rises: int, mode: str,
+                 on_verdict: VerdictCallback, source_for: SourceFor) -> None:
+        self.targets = list(targets)
+        self.interval = interval
+        self.misses = misses
+        self.rises = rises
+        self.mode = mode
+        self.on_verdict = on_verdict
+        self.source_for = source_for
+        self.nics: dict[str, _Nic] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._next = 0.0
+        self._rounds = 0
+
+    # -- membership
+
+    def add(self, nic: str, mac: str) -> None:
+        if nic in self.nics:
+            self.remove(nic)
+        entry = _Nic(nic, mac)
+        loop = asyncio.get_running_loop()
+        versions = {t.version for t in self.targets}
+        try:
+            if 4 in versions:
+                entry.sockets[4] = FrameSocket.open(nic, ETH_P_ARP, bpf=arp_filter())
+            if 6 in versions:
+                entry.sockets[6] = FrameSocket.open(nic, ETH_P_IPV6, bpf=ndp_filter())
+        except OSError as exc:
+            log.warning("cannot probe from %s: %s", nic, exc)
+            for s in entry.sockets.values():
+                s.close_in_background()
+            return
+        for version, sock in entry.sockets.items():
+            loop.add_reader(sock.fileno(), self._readable, entry, version)
+        self.nics[nic] = entry
+
+    def remove(self, nic: str) -> None:
+        entry = self.nics.pop(nic, None)
+        if entry is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in entry.sockets.values():
+            loop.remove_reader(sock.fileno())
+            sock.close_in_background()
+
+    def verdict(self, nic: str) -> Verdict:
+        entry = self.nics.get(nic)
+        return entry.state.verdict if entry is not None else "unverified"
+
+    # -- schedule
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._next = loop.time()
+        self._round()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for nic in list(self.nics):
+            self.remove(nic)
+
+    def _round(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if self._rounds > 0:
+            for entry in self.nics.values():
+                self._finish(entry, now)
+        self._rounds += 1
+        for entry in self.nics.values():
+            entry.replied = set()
+            self._send(entry)
+        self._next += self.interval
+        if self._next < loop.time():  # we were not scheduled for a while: skip, never burst
+            self._next = loop.time() + self.interval
+        self._timer = loop.call_at(self._next, self._round)
+
+    def _finish(self, entry: _Nic, now: float) -> None:
+        answered = round_answered(entry.replied, self.targets, self.mode)
+        before = entry.state.verdict
+        entry.state = judge(entry.state, answered, misses=self.misses, rises=self.rises)
+        after = entry.state.verdict
+        if after != before:
+            if after == "failed":
+                why = f"path lost: {self.misses} probe rounds unanswered by {', '.join(map(str, self.targets))}"
+            elif after == "up":
+                why = "path confirmed: probe targets answer"
+            else:
+                why = ""
+            self.on_verdict(entry.name, after, why, now)
+
+    def _send(self, entry: _Nic) -> None:
+        for target in self.targets:
+            sock = entry.sockets.get(target.version)
+            if sock is None:
+                continue
+            src = self.source_for(entry.name, target)
+            try:
+                if isinstance(target, ipaddress.IPv4Address):
+                    sip = src if isinstance(src, ipaddress.IPv4Address) else ipaddress.IPv4Address(0)
+                    frame = build_arp_request(entry.mac, sip, target)
+                else:
+                    if not isinstance(src, ipaddress.IPv6Address):
+                        continue  # no IPv6 source on this NIC (yet): nothing sensible to send
+                    frame = build_ns(entry.mac, src, target)
+                sock.send(frame)
+            except OSError as exc:
+                log.debug("probe from %s to %s: %s", entry.name, target, exc)
+
+    def _readable(self, entry: _Nic, version: int) -> None:
+        sock = entry.sockets.get(version)
+        if sock is None:
+            return
+        for _ in range(64):  # bounded per wake-up
+            frame = sock.recv_nowait()
+            if frame is None:
+                return
+            if version == 4:
+                p = parse_arp(frame)
+                if (p is not None and p.op == ARPOP_REPLY and p.sender_ip in self.targets
+                        and p.eth_dst == entry.mac and p.target_mac == entry.mac and p.vlan is None):
+                    entry.replied.add(p.sender_ip)
+                    entry.last_reply = time.monotonic()
+            else:
+                n = parse_ndp(frame)
+                if (n is not None and n.type == 136 and n.target in self.targets and n.eth_dst == entry.mac
+                        and n.valid):
+                    entry.replied.add(n.target)
+                    entry.last_reply = time.monotonic()
