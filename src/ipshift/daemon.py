@@ -128,6 +128,9 @@ class Daemon:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._warned: set[tuple[str, str]] = set()
         self._refused_logged: set[str] = set()
+        self._interrupted: set[IPAddress] = set()  # addresses of the move a killed previous run left
+        # per kernel dump in flight: the links and addresses events changed meanwhile (None: gone)
+        self._overlays: list[tuple[dict[str, Link | None], dict[tuple[str, IPAddress], Address | None]]] = []
         self.executor: Any = None
         self.journal: Any = None
         self.ready = asyncio.Event()
@@ -161,6 +164,11 @@ class Daemon:
         if state.get("in_progress"):
             log.warning("the previous run stopped in the middle of: %s; converging from the kernel's state",
                         state["in_progress"].get("what", "a move"))
+            for m in state["in_progress"].get("moves") or []:
+                try:
+                    self._interrupted.add(ipaddress.ip_interface(m[0]).ip)
+                except (ValueError, TypeError, IndexError):
+                    continue
         for item in state.get("history") or []:
             rec = _record_from_dict(item)
             if rec is not None:
@@ -237,10 +245,30 @@ class Daemon:
     async def _resync(self, why: str) -> None:
         from ipshift.kernel.snapshot import read_snapshot
 
-        snap = await asyncio.get_running_loop().run_in_executor(None, read_snapshot)
+        # Events handled while the dump runs may be newer than what it read: they win.
+        overlay: tuple[dict[str, Link | None], dict[tuple[str, IPAddress], Address | None]] = ({}, {})
+        self._overlays.append(overlay)
+        try:
+            snap = await asyncio.get_running_loop().run_in_executor(None, read_snapshot)
+        finally:
+            self._overlays.remove(overlay)
         self.snapshot = snap
-        self.links = {l.name: l for l in snap.links}
-        self.addresses = {(a.ifname, a.ip): a for a in snap.addresses}
+        links: dict[str, Link] = {l.name: l for l in snap.links}
+        for name, newer in overlay[0].items():
+            if newer is None:
+                links.pop(name, None)
+            else:
+                links[name] = replace(links[name], index=newer.index, mac=newer.mac, admin_up=newer.admin_up,
+                                      carrier=newer.carrier, operstate=newer.operstate) \
+                    if name in links else newer
+        addresses = {(a.ifname, a.ip): a for a in snap.addresses if a.ifname in links}
+        for key, addr in overlay[1].items():
+            if addr is None:
+                addresses.pop(key, None)
+            else:
+                addresses[key] = addr
+        self.links = links
+        self.addresses = addresses
         for link in snap.links:
             self.executor.learn_link(link.name, link.index, link.mac)
         log.debug("kernel state read (%s): %d links, %d addresses", why, len(snap.links), len(snap.addresses))
@@ -256,6 +284,10 @@ class Daemon:
                     self._on_link(ev)
                 case LinkGone(name=name):
                     self.links.pop(name, None)
+                    for ol, oa in self._overlays:
+                        ol[name] = None
+                        for key in [k for k in oa if k[0] == name]:
+                            oa[key] = None
                     self.executor.forget_link(name)
                     self.addresses = {k: v for k, v in self.addresses.items() if k[0] != name}
                     if name in self.health:
@@ -266,6 +298,8 @@ class Daemon:
                         self.addresses[key] = Address(ifname=ifname, interface=iface)
                     else:
                         self.addresses.pop(key, None)
+                    for _, oa in self._overlays:
+                        oa[key] = self.addresses.get(key)
                 case Resync(reason=reason):
                     log.warning("netlink monitor overran (%s): re-reading the kernel state", reason)
                     await self._resync("overrun")
@@ -286,6 +320,8 @@ class Daemon:
             link = replace(old, index=ev.index, mac=ev.mac, admin_up=ev.admin_up, carrier=ev.carrier,
                            operstate=ev.operstate)
         self.links[ev.name] = link
+        for ol, _ in self._overlays:
+            ol[ev.name] = link
         self.executor.learn_link(ev.name, ev.index, ev.mac)
         if ev.name in self.health:
             why = ("administratively down" if not ev.admin_up else
@@ -362,14 +398,47 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self._do_reload()
+            moved: set[str] = set()
             for _ in range(MAX_ROUNDS):
-                if not await self.converge_once():
+                recs = await self.converge_once()
+                if not recs:
                     break
+                moved.update(m.address for r in recs for m in r.moves if m.ok)
                 await self._resync("between rounds")
+            if self._interrupted:
+                await self._announce_interrupted(moved)
             self.findings.clear()
             self.bring_back_once.clear()
             self._journal_now()
             await self._resync("after converge")
+
+    async def _announce_interrupted(self, moved: set[str]) -> None:
+        """Announce the addresses of the move the previous run died in, where they are now.
+
+        It may have died between adding an address and announcing it: the kernel then looks
+        converged, but the network still sends to the old MAC. Addresses this run has moved
+        (and announced) since, held twice, or on a NIC that is not usable are left alone.
+        """
+        ips, self._interrupted = self._interrupted, set()
+        moved_ips = {ipaddress.ip_interface(a).ip for a in moved}
+        view = self._view()
+        usable = self.usable()
+        for ip in ips - moved_ips:
+            found = view.where_is(ip)
+            if len(found) != 1:
+                continue
+            dev = found[0].ifname
+            link = view.link(dev)
+            nic = dev
+            if link is not None and link.kind in ("macvlan", "vlan") and link.parent is not None:
+                parent = view.link_by_index(link.parent)
+                nic = parent.name if parent is not None else dev
+            if not usable.get(nic, False):
+                continue
+            step = Announce(dev, ip, self.config.announce.count, self.config.announce.interval)
+            sr = await self._timed(step, time.monotonic())
+            log.info("announced %s on %s again: the previous run stopped in the middle of moving it%s",
+                     ip, dev, "" if sr.ok else f" (failed: {sr.error})")
 
     async def converge_once(self, *, only: str | None = None) -> list[Record]:
         """Plan and run what brings the kernel to the configured placement. Returns the records."""
@@ -396,7 +465,8 @@ class Daemon:
         return records
 
     async def execute(self, plan: Plan) -> Record:
-        trigger, t0 = self.last_trigger.get(plan.failed, ("converge", time.monotonic()))
+        # a trigger is used by the first plan it causes; later rounds are timed from their own start
+        trigger, t0 = self.last_trigger.pop(plan.failed, ("converge", time.monotonic()))
         if plan.kind == "failback" and trigger != "recovered":
             trigger = "placement" if trigger == "converge" else trigger
         self._record_id += 1

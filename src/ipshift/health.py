@@ -143,6 +143,8 @@ def tick(h: NicHealth, now: float, timing: Timing) -> tuple[NicHealth, tuple[Out
             return h, (Recovered(h.nic),)
         return h, (Wakeup(h.nic, h.since + timing.delay),)
     if h.state == "held":
+        if not h.link_ok:
+            return h, ()  # nothing to wait for until the link is back (observe sets the next wake-up)
         last = h.transitions[-1] if h.transitions else h.since
         if h.link_ok and now - last >= timing.flap_window - 1e-9:
             h = replace(_go(h, "quiet", now, "stable again, waiting for the failback delay"), transitions=())

@@ -392,6 +392,37 @@ def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
     return tuple(steps)
 
 
+def _settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConfig, target: str,
+                  extra: tuple[str, ...], managed: frozenset[str]) -> tuple[Step, ...]:
+    """``addr`` is at home already: finish what a failback interrupted (a crash between its steps).
+
+    Copies on other devices go, after the address is announced at home (clients may still hold
+    the other device's MAC); configured routes through its subnet that are on another managed
+    device come home. Nothing to do: ``()``.
+    """
+    iface = addr.address
+    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network]
+
+    def own_route(dev: str, r: RouteConfig) -> bool:  # that device is configured with it too
+        other = config.interfaces.get(dev)
+        return other is not None and any(o.to == r.to and o.via == r.via for o in other.routes)
+
+    strays = [(r, kr.ifname, kr.metric) for r in cfg_routes for kr in snapshot.routes
+              if kr.dst == r.to and kr.gateway == r.via and kr.table == 254 and kr.ifname is not None
+              and kr.ifname != target and kr.ifname in managed and not own_route(kr.ifname, r)]
+    if not extra and not strays:
+        return ()
+    steps: list[Step] = [Announce(target, iface.ip, config.announce.count, config.announce.interval)]
+    steps.extend(DelAddress(h, iface) for h in extra)
+    steps.extend(DelRoute(r.to, dev, r.via, metric) for r, dev, metric in strays)
+    for r in cfg_routes:
+        if not any(kr.dst == r.to and kr.ifname == target and kr.gateway == r.via for kr in snapshot.routes):
+            steps.append(AddRoute(r.to, target, r.via, r.metric))
+    steps.append(FlushNeighbours(iface.network))
+    steps.append(FlushRouteCache(iface.version))
+    return tuple(steps)
+
+
 # --------------------------------------------------------------------------- the planner
 
 
@@ -493,7 +524,8 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
     mode auto, or an operator's ``ipshift failback``); addresses held by no NIC
     at all (first start, a crash in the middle of a move, someone deleted
     them) are always placed. Copies of a home address on other devices are
-    removed. Every placement is checked like a failover candidate.
+    removed, and its configured routes come home (:func:`_settle_steps`).
+    Every placement is checked like a failover candidate.
     """
     unhealthy = dict(unhealthy or {})
     conflicts = conflicts or {}
@@ -511,9 +543,9 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         holders = tuple(a.ifname for a in snapshot.where_is(iface.ip))
         if home_dev in holders:
             extra = tuple(h for h in holders if h != home_dev and h in managed)
-            if extra:
-                steps: tuple[Step, ...] = tuple(DelAddress(h, iface) for h in extra)
-                moves.append(Move(iface, nic, extra[0], nic, home_dev, steps))
+            steps: tuple[Step, ...] = _settle_steps(config, snapshot, nic, addr, home_dev, extra, managed)
+            if steps:
+                moves.append(Move(iface, nic, extra[0] if extra else home_dev, nic, home_dev, steps))
             continue
         if holders and not bring_back:
             continue

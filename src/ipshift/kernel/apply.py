@@ -38,9 +38,11 @@ from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours,
     DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step,
 )
-from ipshift.wire.arp import build_gratuitous_arp
-from ipshift.wire.ndp import build_unsolicited_na
-from ipshift.wire.sender import FrameSocket, probe_conflict_v4, probe_conflict_v6
+from ipshift.wire.arp import build_arp_probe, build_gratuitous_arp, conflict_from, parse_arp
+from ipshift.wire.ndp import (
+    build_dad_ns, build_unsolicited_na, dad_conflict_from, multicast_mac, parse_ndp, solicited_node,
+)
+from ipshift.wire.sender import ETH_P_ARP, ETH_P_IPV6, FrameSocket, _probe, arp_filter, ndp_filter
 
 log = logging.getLogger("ipshift.apply")
 
@@ -184,8 +186,11 @@ class Executor:
         match step:
             case CheckConflict(ifname=ifname, ip=ip, timeout=timeout):
                 mac = await self._macof(ifname)
-                probe = probe_conflict_v4 if ip.version == 4 else probe_conflict_v6
-                reason = await probe(ifname, mac, ip, timeout)  # type: ignore[arg-type]
+                # An answer from one of this host's own NICs is no conflict: in a planned
+                # failover (or a path failure) the source NIC still holds the address and
+                # answers the probe itself.
+                own = frozenset({mac, *(m for m in self._mac.values() if m)})
+                reason = await _probe_conflict(ifname, mac, ip, timeout, own)
                 if reason is not None:
                     raise StepFailed(step, reason, conflict=True)
             case DelAddress(ifname=ifname, interface=iface):
@@ -418,6 +423,40 @@ class Executor:
             except OSError as exc:
                 log.warning("announcement on %s failed: %s", sock.ifname if hasattr(sock, "ifname") else "?", exc)
                 return
+
+
+async def _probe_conflict(ifname: str, mac: str, ip: IPAddress, timeout: float,
+                          own: frozenset[str]) -> str | None:
+    """:func:`probe_conflict_v4` / :func:`probe_conflict_v6` from ``mac``, but frames from any of
+    ``own`` (every MAC of this host) are never a conflict."""
+    sock: FrameSocket
+    if isinstance(ip, ipaddress.IPv4Address):
+        ip4 = ip
+
+        def judge(frame: bytes) -> str | None:
+            packet = parse_arp(frame)
+            return None if packet is None else conflict_from(packet, ip=ip4, own_mac=own)
+
+        sock = FrameSocket.open(ifname, ETH_P_ARP, bpf=arp_filter())
+        probe = build_arp_probe(mac, ip4)
+    else:
+        ip6 = ip
+
+        def judge(frame: bytes) -> str | None:
+            packet = parse_ndp(frame)
+            return None if packet is None else dad_conflict_from(packet, ip=ip6, own_mac=own)
+
+        sock = FrameSocket.open(ifname, ETH_P_IPV6, bpf=ndp_filter())
+        group = multicast_mac(solicited_node(ip6))
+        try:
+            sock.add_multicast(group)
+        except OSError as exc:  # defences go to all-nodes, so DAD still mostly works
+            log.warning("cannot join %s on %s, DAD may miss a concurrent prober: %s", group, ifname, exc)
+        probe = build_dad_ns(mac, ip6)
+    try:
+        return await _probe(sock, probe, judge, timeout, 1)
+    finally:
+        sock.close_in_background()
 
 
 def now_ms() -> float:
