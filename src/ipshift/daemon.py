@@ -43,9 +43,9 @@ from typing import Any
 from ipshift import health as hl
 from ipshift.config import Config, ConfigError, load_config
 from ipshift.events import AddressEvent, LinkEvent, LinkGone, Resync
-from ipshift.model import Address, IPAddress, Link, Snapshot
+from ipshift.model import Address, IPAddress, Link, Route, Snapshot
 from ipshift.plan import Move, Plan, converge, sysctl_warnings
-from ipshift.steps import Announce, CheckConflict, Step
+from ipshift.steps import AddAddress, AddRoute, Announce, CheckConflict, DelAddress, DelRoute, Step
 
 log = logging.getLogger("ipshift.daemon")
 
@@ -554,9 +554,37 @@ class Daemon:
         except StepFailed as exc:
             ok, err = False, exc.reason
         end = time.monotonic()
+        if ok:
+            self._note(step)
         sr = StepRecord(type(step).__name__, step.describe(), (start - t0) * 1000.0, (end - start) * 1000.0, ok, err)
         log.debug("step %s: %.3f ms%s", sr.text, sr.ms, f" FAILED: {err}" if err else "")
         return sr
+
+    def _note(self, step: Step) -> None:
+        """What a completed step changed, into the cached kernel view at once.
+
+        The monitor's events say the same a moment later (harmless twice); without this the
+        next converge round could plan from a view that does not show our own changes yet.
+        """
+        match step:
+            case AddAddress(ifname=ifname, interface=iface):
+                key = (ifname, iface.ip)
+                self.addresses[key] = Address(ifname=ifname, interface=iface)
+            case DelAddress(ifname=ifname, interface=iface):
+                key = (ifname, iface.ip)
+                self.addresses.pop(key, None)
+            case AddRoute(dst=dst, ifname=ifname, via=via, metric=metric):
+                route = Route(dst=dst, ifname=ifname, gateway=via, metric=metric)
+                self.snapshot = replace(self.snapshot, routes=self.snapshot.routes + (route,))
+                return
+            case DelRoute(dst=dst, ifname=ifname, via=via):
+                self.snapshot = replace(self.snapshot, routes=tuple(
+                    r for r in self.snapshot.routes if not (r.dst == dst and r.ifname == ifname and r.gateway == via)))
+                return
+            case _:
+                return
+        for _, oa in self._overlays:
+            oa[key] = self.addresses.get(key)
 
     def _log_record(self, rec: Record) -> None:
         for m in rec.moves:

@@ -38,11 +38,9 @@ from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours,
     DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step,
 )
-from ipshift.wire.arp import build_arp_probe, build_gratuitous_arp, conflict_from, parse_arp
-from ipshift.wire.ndp import (
-    build_dad_ns, build_unsolicited_na, dad_conflict_from, multicast_mac, parse_ndp, solicited_node,
-)
-from ipshift.wire.sender import ETH_P_ARP, ETH_P_IPV6, FrameSocket, _probe, arp_filter, ndp_filter
+from ipshift.wire.arp import build_gratuitous_arp
+from ipshift.wire.ndp import build_unsolicited_na
+from ipshift.wire.sender import FrameSocket, probe_conflict_v4, probe_conflict_v6
 
 log = logging.getLogger("ipshift.apply")
 
@@ -189,8 +187,11 @@ class Executor:
                 # An answer from one of this host's own NICs is no conflict: in a planned
                 # failover (or a path failure) the source NIC still holds the address and
                 # answers the probe itself.
-                own = frozenset({mac, *(m for m in self._mac.values() if m)})
-                reason = await _probe_conflict(ifname, mac, ip, timeout, own)
+                own = frozenset(m for m in self._mac.values() if m)
+                if isinstance(ip, ipaddress.IPv4Address):
+                    reason = await probe_conflict_v4(ifname, mac, ip, timeout, own_macs=own)
+                else:
+                    reason = await probe_conflict_v6(ifname, mac, ip, timeout, own_macs=own)
                 if reason is not None:
                     raise StepFailed(step, reason, conflict=True)
             case DelAddress(ifname=ifname, interface=iface):
@@ -423,41 +424,3 @@ class Executor:
             except OSError as exc:
                 log.warning("announcement on %s failed: %s", sock.ifname if hasattr(sock, "ifname") else "?", exc)
                 return
-
-
-async def _probe_conflict(ifname: str, mac: str, ip: IPAddress, timeout: float,
-                          own: frozenset[str]) -> str | None:
-    """:func:`probe_conflict_v4` / :func:`probe_conflict_v6` from ``mac``, but frames from any of
-    ``own`` (every MAC of this host) are never a conflict."""
-    sock: FrameSocket
-    if isinstance(ip, ipaddress.IPv4Address):
-        ip4 = ip
-
-        def judge(frame: bytes) -> str | None:
-            packet = parse_arp(frame)
-            return None if packet is None else conflict_from(packet, ip=ip4, own_mac=own)
-
-        sock = FrameSocket.open(ifname, ETH_P_ARP, bpf=arp_filter())
-        probe = build_arp_probe(mac, ip4)
-    else:
-        ip6 = ip
-
-        def judge(frame: bytes) -> str | None:
-            packet = parse_ndp(frame)
-            return None if packet is None else dad_conflict_from(packet, ip=ip6, own_mac=own)
-
-        sock = FrameSocket.open(ifname, ETH_P_IPV6, bpf=ndp_filter())
-        group = multicast_mac(solicited_node(ip6))
-        try:
-            sock.add_multicast(group)
-        except OSError as exc:  # defences go to all-nodes, so DAD still mostly works
-            log.warning("cannot join %s on %s, DAD may miss a concurrent prober: %s", group, ifname, exc)
-        probe = build_dad_ns(mac, ip6)
-    try:
-        return await _probe(sock, probe, judge, timeout, 1)
-    finally:
-        sock.close_in_background()
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0

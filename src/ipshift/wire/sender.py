@@ -54,7 +54,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from types import TracebackType
@@ -420,18 +420,22 @@ async def _probe(
 
 
 async def probe_conflict_v4(
-    ifname: str, mac: str, ip: IPv4Address, timeout: float, *, probes: int = 1
+    ifname: str, mac: str, ip: IPv4Address, timeout: float, *, probes: int = 1,
+    own_macs: Collection[str] = (),
 ) -> str | None:
     """RFC 5227 probe for ``ip`` from ``mac`` on ``ifname``: who else uses it?
 
     Returns a one-line reason naming the other MAC, or None when nothing
     conflicting arrived within ``timeout`` seconds. ``probes`` > 1 spreads
-    the probes evenly over the timeout.
+    the probes evenly over the timeout. Frames from ``own_macs`` (this host's
+    other NICs, which may still hold the address during a planned move) are
+    never a conflict.
     """
+    own = frozenset({mac, *own_macs})
 
     def judge(frame: bytes) -> str | None:
         packet = parse_arp(frame)
-        return None if packet is None else conflict_from(packet, ip=ip, own_mac=mac)
+        return None if packet is None else conflict_from(packet, ip=ip, own_mac=own)
 
     sock = FrameSocket.open(ifname, ETH_P_ARP, bpf=arp_filter())
     try:
@@ -441,17 +445,20 @@ async def probe_conflict_v4(
 
 
 async def probe_conflict_v6(
-    ifname: str, mac: str, ip: IPv6Address, timeout: float, *, probes: int = 1
+    ifname: str, mac: str, ip: IPv6Address, timeout: float, *, probes: int = 1,
+    own_macs: Collection[str] = (),
 ) -> str | None:
     """RFC 4862 duplicate address detection for ``ip`` from ``mac`` on ``ifname``.
 
     Returns a one-line reason naming the other MAC, or None when nothing
-    conflicting arrived within ``timeout`` seconds.
+    conflicting arrived within ``timeout`` seconds. ``own_macs`` as for
+    :func:`probe_conflict_v4`.
     """
+    own = frozenset({mac, *own_macs})
 
     def judge(frame: bytes) -> str | None:
         packet = parse_ndp(frame)
-        return None if packet is None else dad_conflict_from(packet, ip=ip, own_mac=mac)
+        return None if packet is None else dad_conflict_from(packet, ip=ip, own_mac=own)
 
     sock = FrameSocket.open(ifname, ETH_P_IPV6, bpf=ndp_filter())
     try:
