@@ -10,10 +10,10 @@ from typing import Any, Callable
 
 import pytest
 from scapy.layers.l2 import ARP, Ether
-from scapy.utils import rdpcap
 
 from ipshift.lab import Lab
 
+from failover_kit import Capture
 from labtools import DaemonHandle
 
 ETH0_ADDR = "192.0.2.10/24"
@@ -39,29 +39,6 @@ def on(status: dict[str, Any], addr: str) -> list[str]:
     return status["addresses"][addr]["on"]  # type: ignore[no-any-return]
 
 
-class Capture:
-    """tcpdump on a switch port, bounded in time and count, decoded afterwards by scapy."""
-
-    def __init__(self, lab: Lab, port: str, path: Path, filt: str = "arp") -> None:
-        self.path = path
-        self.proc = lab.popen(lab.switch, "timeout", "20", "tcpdump", "-i", port, "-U", "-n", "-w", str(path),
-                              "-c", "50", "--immediate-mode", filt,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 5
-        # tcpdump says "listening on" once the capture is open
-        assert self.proc.stderr is not None
-        line = b""
-        while time.monotonic() < deadline and b"listening" not in line:
-            line = self.proc.stderr.readline()
-        assert b"listening" in line, "tcpdump did not start"
-
-    def frames(self) -> list[Any]:
-        time.sleep(0.2)
-        self.proc.terminate()
-        self.proc.wait(5)
-        return list(rdpcap(str(self.path))) if self.path.exists() and self.path.stat().st_size > 24 else []
-
-
 def client_ping_ok(lab: Lab, ip: str) -> bool:
     r = lab.run(lab.client, "ping", "-c", "1", "-W", "1", ip, check=False)
     return r.returncode == 0
@@ -74,7 +51,7 @@ def test_carrier_loss_moves_announces_and_client_follows(
     assert client_ping_ok(lab, "192.0.2.10")
     neigh = lab.run(lab.client, "ip", "-j", "neigh", "show", "192.0.2.10").stdout
     assert json.loads(neigh)[0]["lladdr"] == lab.mac_of("eth0")
-    cap = Capture(lab, lab.peer_of("eth1"), tmp_path / "garp.pcap")
+    cap = Capture(lab, lab.peer_of("eth1"), tmp_path / "garp.pcap", "arp")
 
     t0 = time.monotonic()
     lab.fail_nic("eth0")
