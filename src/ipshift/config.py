@@ -157,7 +157,8 @@ class DetectConfig(_Strict):
 class AnnounceConfig(_Strict):
     count: int = Field(default=3, ge=1, le=100)
     interval: Duration = 0.2
-    refresh: Duration | None = None
+    refresh: Duration | None = None  # re-announce every address this often (long ARP timeouts upstream)
+    verify_rounds: int = Field(default=10, ge=1, le=1000)  # re-announce at most this often until confirmed
 
 
 class FailbackConfig(_Strict):

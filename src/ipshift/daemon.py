@@ -80,6 +80,8 @@ class MoveRecord:
     error: str = ""
     first_announce_ms: float | None = None
     steps: list[StepRecord] = field(default_factory=list)
+    verified: str = ""  # "", "checking", "confirmed by <target>", "unconfirmed: ..."
+    confirmed_ms: float | None = None  # since the record's t0
 
 
 @dataclass
@@ -128,6 +130,9 @@ class Daemon:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._warned: set[tuple[str, str]] = set()
         self._refused_logged: set[str] = set()
+        self.link_ok: dict[str, bool] = {}
+        self.path: dict[str, str] = {}  # NIC -> path verdict (unverified | up | failed) when probing
+        self.prober: Any = None
         self._interrupted: set[IPAddress] = set()  # addresses of the move a killed previous run left
         # per kernel dump in flight: the links and addresses events changed meanwhile (None: gone)
         self._overlays: list[tuple[dict[str, Link | None], dict[tuple[str, IPAddress], Address | None]]] = []
@@ -187,7 +192,8 @@ class Daemon:
                 now = time.monotonic()
                 for nic in self.config.interfaces:
                     link = self.links.get(nic)
-                    self.health[nic] = hl.initial(nic, link is not None and link.healthy, now)
+                    self.link_ok[nic] = link is not None and link.healthy
+                    self.health[nic] = hl.initial(nic, self.link_ok[nic], now)
                     if link is not None:
                         try:
                             self.executor.prepare(nic)
@@ -197,6 +203,9 @@ class Daemon:
                         log.warning("configured NIC %s does not exist", nic)
                 self._log_health()
                 await self._install_routes()
+                self._start_prober()
+                if self.config.announce.refresh:
+                    self._spawn(self._refresh_announcements(self.config.announce.refresh))
                 from ipshift.control import ControlServer
                 server = ControlServer(self, self.socket_path)
                 await server.start()
@@ -216,6 +225,8 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             for h in self._timers.values():
                 h.cancel()
+            if self.prober is not None:
+                self.prober.stop()
             if server is not None:
                 await server.stop()
             self._journal_now()
@@ -305,7 +316,8 @@ class Daemon:
                     await self._resync("overrun")
                     for nic, link in self.links.items():
                         if nic in self.health:
-                            self._observe(nic, link.healthy, time.monotonic(), "state after resync")
+                            self.link_ok[nic] = link.healthy
+                            self._observe(nic, self._nic_ok(nic), time.monotonic(), "state after resync")
                     self._dirty.set()
                 case _:
                     raise AssertionError(f"unknown kernel event {ev!r}")
@@ -326,7 +338,58 @@ class Daemon:
         if ev.name in self.health:
             why = ("administratively down" if not ev.admin_up else
                    "carrier lost" if not ev.carrier else f"operstate {ev.operstate}")
-            self._observe(ev.name, ev.link_ok, ev.at, why)
+            self.link_ok[ev.name] = ev.link_ok
+            if ev.link_ok and self.path.get(ev.name) == "failed":
+                why = self.health[ev.name].reason
+            self._observe(ev.name, self._nic_ok(ev.name), ev.at, why)
+            if self.prober is not None and ev.name not in self.prober.nics and ev.mac:
+                self.prober.add(ev.name, ev.mac)
+
+    def _nic_ok(self, nic: str) -> bool:
+        """Link up, and the path probes (when configured) have not failed."""
+        return self.link_ok.get(nic, False) and self.path.get(nic) != "failed"
+
+    def _on_path(self, nic: str, verdict: str, why: str, at: float) -> None:
+        """A path-probe verdict changed (called by the prober, on the loop)."""
+        self.path[nic] = verdict
+        log.info("%s path %s%s", nic, verdict, f": {why}" if why else "")
+        if nic in self.health:
+            self._observe(nic, self._nic_ok(nic), at, why or f"path {verdict}")
+
+    def _probe_source(self, nic: str, target: IPAddress) -> IPAddress | None:
+        """The address a path probe from ``nic`` uses: its own, in the target's subnet (IPv6: or its
+        link-local); None (0.0.0.0 for ARP) when it holds none, e.g. after its addresses moved away."""
+        link_local: IPAddress | None = None
+        for (ifname, ip), a in self.addresses.items():
+            if ifname != nic or ip.version != target.version:
+                continue
+            if target in a.network and not (ip.version == 6 and ip.is_link_local):
+                return ip
+            if ip.version == 6 and ip.is_link_local:
+                link_local = ip
+        return link_local
+
+    def _start_prober(self) -> None:
+        from ipshift.pathprobe import PathProber
+
+        if self.prober is not None:
+            self.prober.stop()
+            self.prober = None
+        probe = self.config.detect.probe
+        if probe is None:
+            self.path.clear()
+            return
+        self.prober = PathProber(probe.targets, probe.interval, probe.misses, probe.rises, probe.mode,
+                                 self._on_path, self._probe_source)
+        for nic in self.config.interfaces:
+            link = self.links.get(nic)
+            if link is not None and link.mac:
+                self.prober.add(nic, link.mac)
+                self.path.setdefault(nic, "unverified")
+        self.prober.start()
+        log.info("path probing %s every %.0f ms from %s (%d misses fail a NIC, %d answers restore it)",
+                 ", ".join(map(str, probe.targets)), probe.interval * 1000, ", ".join(sorted(self.prober.nics)),
+                 probe.misses, probe.rises)
 
     async def _refresh_later(self) -> None:
         await asyncio.sleep(0.05)
@@ -533,6 +596,67 @@ class Daemon:
                 return
         mr.ok = True
         self.since[str(move.interface.ip)] = (move.target, time.time())
+        targets = self._verify_targets(move)
+        if targets:
+            mr.verified = "checking"
+            self._spawn(self._verify(move, mr, targets, t0))
+
+    def _verify_targets(self, move: Move) -> list[IPAddress]:
+        """Probe targets and configured gateways in the moved address's subnet."""
+        net = move.interface.network
+        out: list[IPAddress] = []
+        if self.config.detect.probe is not None:
+            out += [t for t in self.config.detect.probe.targets if t.version == net.version and t in net]
+        for iface in self.config.interfaces.values():
+            out += [r.via for r in iface.routes if r.via is not None and r.via.version == net.version
+                    and r.via in net and r.via not in out]
+        return out
+
+    async def _verify(self, move: Move, mr: MoveRecord, targets: list[IPAddress], t0: float) -> None:
+        from ipshift.verify import verify_path
+
+        link = self.links.get(move.target)
+        if link is None or not link.mac:
+            mr.verified = "unconfirmed: the device's MAC is unknown"
+            return
+        step = Announce(move.target, move.interface.ip, 1, 0.0)
+        ann = self.config.announce
+
+        def reannounce() -> None:
+            self._spawn(self.executor.run_step(step))
+
+        try:
+            at, who = await verify_path(move.target, link.mac, move.interface.ip, targets, ann.interval,
+                                        max(ann.verify_rounds, 1), reannounce)
+        except OSError as exc:
+            mr.verified = f"unconfirmed: {exc}"
+            return
+        if at is None:
+            mr.verified = (f"unconfirmed: no answer from {', '.join(map(str, targets))} "
+                           f"after {ann.verify_rounds} rounds")
+            log.warning("%s on %s: path %s", move.interface, move.target, mr.verified)
+        else:
+            mr.confirmed_ms = (at - t0) * 1000.0
+            mr.verified = f"confirmed by {who}"
+            log.info("%s on %s: path confirmed by %s at %.1f ms", move.interface, move.target, who,
+                     mr.confirmed_ms)
+        self._history_refresh()
+
+    def _history_refresh(self) -> None:
+        self._history = deque((r.as_dict() for r in list(self.records)[-20:]), maxlen=20)
+        self._journal_now()
+
+    async def _refresh_announcements(self, every: float) -> None:
+        """announce.refresh: re-announce every address where it is, for long ARP timeouts upstream."""
+        while True:
+            await asyncio.sleep(every)
+            view = self._view()
+            for _, addr in self.config.all_addresses():
+                for a in view.where_is(addr.address.ip):
+                    try:
+                        await self.executor.run_step(Announce(a.ifname, a.ip, 1, 0.0))
+                    except Exception as exc:  # noqa: BLE001 - a refresh must never stop the daemon
+                        log.debug("refresh announcement of %s on %s: %s", a.ip, a.ifname, exc)
 
     async def _undo(self, move: Move, mr: MoveRecord, done: list[Step], t0: float, text: str, error: str) -> None:
         mr.error = f"{text}: {error}"
@@ -670,6 +794,10 @@ class Daemon:
                 del self.health[nic]
         added = set(new.interfaces) - set(old.interfaces)
         removed = set(old.interfaces) - set(new.interfaces)
+        for nic in new.interfaces:
+            link = self.links.get(nic)
+            self.link_ok.setdefault(nic, link is not None and link.healthy)
+        self._start_prober()
         log.info("configuration reloaded from %s (NICs added: %s; removed: %s)", self.config_path,
                  ", ".join(sorted(added)) or "none", ", ".join(sorted(removed)) or "none")
         self._apply_sysctls()
@@ -720,6 +848,7 @@ class Daemon:
                 "health": h.state,
                 "since": now_w - (now_m - h.since),
                 "reason": h.reason,
+                "path": self.path.get(nic),
                 "link": None if link is None else {"admin_up": link.admin_up, "carrier": link.carrier,
                                                     "operstate": link.operstate, "mac": link.mac},
             }
