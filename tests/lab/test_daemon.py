@@ -22,7 +22,7 @@ BASE: dict[str, Any] = {
         "eth0": {"addresses": [ETH0_ADDR], "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1"}]},
         "eth1": {"addresses": ["192.0.2.11/24"]},
     },
-    "announce": {"count": 3, "interval": "50ms"},
+    "announce": {"count": 3, "interval": "50ms", "verify_rounds": 1},  # no re-announcing: count them
     "failback": {"mode": "auto", "delay": "300ms"},
     "conflict_check": {"enabled": True, "timeout": "30ms"},
 }

@@ -36,8 +36,9 @@ def test_detached_nic_fails_over_by_probes_and_comes_back(
                what="both paths confirmed")
     t0 = time.monotonic()
     lab.detach_nic("eth0")  # carrier stays up: only the probes can tell
-    st = d.wait_for(lambda s: on(s, A10) == ["eth1"], timeout=3.0, what="the move after path loss")
+    d.wait_for(lambda s: on(s, A10) == ["eth1"], timeout=3.0, what="the move after path loss")
     elapsed = time.monotonic() - t0
+    st = d.wait_for(lambda s: any(r["kind"] == "failover" for r in s["failovers"]), timeout=2.0)
     assert holders(lab, A10) == ["eth1"]
     assert st["nics"]["eth0"]["path"] == "failed" and st["nics"]["eth0"]["link"]["carrier"] is True
     (rec,) = [r for r in st["failovers"] if r["kind"] == "failover"]
