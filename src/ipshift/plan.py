@@ -334,7 +334,8 @@ def _move_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressConf
         steps.append(DelAddress(holding, iface))
     moved_mac = failed_link.mac if addr.mac == "move" and failed_link is not None else None
     if addr.vlan is not None:
-        steps.append(AddVlan(survivor, target, addr.vlan, moved_mac))
+        if snapshot.link(target) is None:
+            steps.append(AddVlan(survivor, target, addr.vlan, moved_mac))
     elif moved_mac is not None:
         steps.append(AddMacvlan(survivor, target, moved_mac))
     steps.append(AddAddress(target, iface, nodad=iface.version == 6))
@@ -441,7 +442,9 @@ def evaluate(config: Config, snapshot: Snapshot, addr: AddressConfig, nic: str,
     iface = addr.address
     link = snapshot.link(nic)
     failures: list[Failure] = []
-    failures += _check_network(iface, _survivor_networks(config, snapshot, nic, addr.vlan), nic, addr.vlan)
+    trunked = addr.vlan is not None and nic in config.interfaces and addr.vlan in (config.interfaces[nic].vlans or ())
+    if not trunked:  # a NIC that declares VLAN N carries VLAN N's network, whatever addresses it has on it
+        failures += _check_network(iface, _survivor_networks(config, snapshot, nic, addr.vlan), nic, addr.vlan)
     failures += _check_health(link, nic, unhealthy)
     failures += _check_capacity(config, snapshot, nic, iface, load)
     if addr.mac == "move":
@@ -563,11 +566,20 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
     cleanup: list[Step] = []
     for dev, n in sorted(emptied.items()):
         link = snapshot.link(dev)
-        if link is not None and link.kind == "macvlan" and dev.startswith("ipsmv"):
+        if link is not None and (link.kind == "macvlan" and dev.startswith("ipsmv")
+                                 or link.kind == "vlan" and _vlan_made_for_a_move(config, snapshot, link)):
             left = sum(1 for a in snapshot.addresses_on(dev) if _is_managed_address(a)) - n
             if left <= 0:
                 cleanup.append(DelLink(dev))
     return Plan(nic, tuple(moves), tuple(refusals), (RestoreRoutes(nic),), tuple(cleanup), kind="failback")
+
+
+def _vlan_made_for_a_move(config: Config, snapshot: Snapshot, link: Link) -> bool:
+    """A VLAN device on a NIC that is configured with no address on that VLAN: ipshift made it."""
+    parent = snapshot.link_by_index(link.parent) if link.parent is not None else None
+    if parent is None or parent.name not in config.interfaces:
+        return False
+    return not any(a.vlan == link.vlan_id for a in config.interfaces[parent.name].addresses)
 
 
 def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
