@@ -114,3 +114,31 @@ def test_forged_replies_do_not_keep_a_dead_path_alive(
     finally:
         for p in forgers:
             p.wait(10)
+
+
+def test_unconfirmed_move_is_recorded_and_reannouncing_stops_at_its_bound(
+        make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle], tmp_path: Any) -> None:
+    from failover_kit import Capture
+    from scapy.layers.l2 import ARP
+
+    lab = make_lab()
+    cfg = {
+        "interfaces": {"eth0": {"addresses": [A10], "routes": [{"to": "198.51.100.0/24", "via": CLIENT}]},
+                       "eth1": {"addresses": ["192.0.2.11/24"]}},
+        "announce": {"count": 2, "interval": "40ms", "verify_rounds": 4},
+        "failback": {"mode": "manual"},
+        "conflict_check": {"enabled": False},
+    }
+    d = make_daemon(lab, cfg)
+    # the switch drops everything between eth1 and the client: isolated ports do not talk to each other
+    for port in (lab.peer_of("eth1"), "cl0"):
+        lab.run(lab.switch, "bridge", "link", "set", "dev", port, "isolated", "on")
+    cap = Capture(lab, lab.peer_of("eth1"), tmp_path / "garp.pcap", "arp")
+    lab.fail_nic("eth0")
+    st = d.wait_for(lambda s: any(m["verified"].startswith("unconfirmed") for r in s["failovers"]
+                                  for m in r["moves"] if r["kind"] == "failover"), timeout=3.0, what="unconfirmed")
+    (m,) = [m for r in st["failovers"] if r["kind"] == "failover" for m in r["moves"]]
+    assert m["ok"] and m["confirmed_ms"] is None and CLIENT in m["verified"]
+    time.sleep(0.3)  # nothing more may come after the bound
+    garps = [f for f in cap.frames() if ARP in f and f[ARP].op == 1 and f[ARP].psrc == f[ARP].pdst == "192.0.2.10"]
+    assert len(garps) == 2 + (4 - 1), [f.summary() for f in garps]  # announce.count + re-announcements
