@@ -142,3 +142,21 @@ def test_unconfirmed_move_is_recorded_and_reannouncing_stops_at_its_bound(
     time.sleep(0.3)  # nothing more may come after the bound
     garps = [f for f in cap.frames() if ARP in f and f[ARP].op == 1 and f[ARP].psrc == f[ARP].pdst == "192.0.2.10"]
     assert len(garps) == 2 + (4 - 1), [f.summary() for f in garps]  # announce.count + re-announcements
+
+
+def test_ipv6_probe_targets_detect_path_loss(
+        make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
+    lab = make_lab(ipv6=True)
+    cfg = path_config()
+    cfg["interfaces"]["eth0"]["addresses"] = ["2001:db8::10/64"]
+    cfg["interfaces"]["eth1"]["addresses"] = ["2001:db8::11/64"]
+    cfg["detect"]["probe"]["targets"] = ["2001:db8::100"]  # neighbour solicitations to the client
+    d = make_daemon(lab, cfg)
+    d.wait_for(lambda s: s["nics"]["eth0"]["path"] == "up" and s["nics"]["eth1"]["path"] == "up", timeout=3.0,
+               what="IPv6 paths confirmed")
+    lab.detach_nic("eth0")
+    d.wait_for(lambda s: on(s, "2001:db8::10/64") == ["eth1"], timeout=3.0, what="IPv6 move after path loss")
+    assert d.status()["nics"]["eth0"]["path"] == "failed"
+    assert lab.run(lab.client, "ping", "-6", "-c", "1", "-W", "2", "2001:db8::10", check=False).returncode == 0
+    lab.attach_nic("eth0")
+    d.wait_for(lambda s: on(s, "2001:db8::10/64") == ["eth0"], timeout=3.0, what="IPv6 failback")
