@@ -124,6 +124,8 @@ class Daemon:
         self.last_trigger: dict[str, tuple[str, float]] = {}
         self._record_id = 0
         self._dirty = asyncio.Event()
+        self._cool = asyncio.Event()  # clear while moves run: the monitor waits (see _consume)
+        self._cool.set()
         self._stop = asyncio.Event()
         self._reload = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -138,6 +140,7 @@ class Daemon:
         self._overlays: list[tuple[dict[str, Link | None], dict[tuple[str, IPAddress], Address | None]]] = []
         self.executor: Any = None
         self.journal: Any = None
+        self.history_journal: Any = None
         self.ready = asyncio.Event()
 
     # ------------------------------------------------------------------ timing
@@ -150,7 +153,7 @@ class Daemon:
     # ------------------------------------------------------------------ main
 
     async def run(self) -> int:
-        from ipshift.journal import Journal, read_state
+        from ipshift.journal import HISTORY_FILE, Journal, read_state
         from ipshift.kernel.apply import Executor
         from ipshift.kernel.monitor import KernelMonitor
 
@@ -161,6 +164,8 @@ class Daemon:
 
         self.journal = Journal(self.config.state_dir)
         self.journal.start()
+        self.history_journal = Journal(self.config.state_dir, HISTORY_FILE)
+        self.history_journal.start()
         state = read_state(self.config.state_dir)
         self.executor = await Executor.open(kill_at=self.kill_at, on_kill=self._kill_self)
         for nic, routes in (state.get("demoted") or {}).items():
@@ -174,7 +179,7 @@ class Daemon:
                     self._interrupted.add(ipaddress.ip_interface(m[0]).ip)
                 except (ValueError, TypeError, IndexError):
                     continue
-        for item in state.get("history") or []:
+        for item in read_state(self.config.state_dir, HISTORY_FILE).get("history") or []:
             rec = _record_from_dict(item)
             if rec is not None:
                 self.records.append(rec)
@@ -231,6 +236,8 @@ class Daemon:
                 await server.stop()
             self._journal_now()
             self.journal.close()
+            if self.history_journal is not None:
+                self.history_journal.close()
             await self.executor.close()
         return 0
 
@@ -290,9 +297,18 @@ class Daemon:
 
     async def _consume(self, monitor: Any) -> None:
         async for ev in monitor.events():
+            if not self._cool.is_set():
+                # a move is under way: the notifications it causes wait in the kernel's socket
+                # buffer rather than being decoded while the move waits for its netlink answers
+                await self._cool.wait()
             match ev:
                 case LinkEvent():
                     self._on_link(ev)
+                    if self._dirty.is_set():
+                        # a failure: let the converge task start the move before decoding the
+                        # notifications that follow this one (the monitor reads without waiting
+                        # while the socket has data)
+                        await asyncio.sleep(0)
                 case LinkGone(name=name):
                     self.links.pop(name, None)
                     for ol, oa in self._overlays:
@@ -555,8 +571,16 @@ class Daemon:
                     assert isinstance(step, CheckConflict)
                     self.findings[(step.ip, step.ifname)] = sr.error
                     log.warning("%s not moved to %s: %s", plan.moves[i].interface, step.ifname, sr.error)
-        # 2. the moves, concurrently
-        await asyncio.gather(*(self._run_move(m, r, rec.t0) for m, r in zip(plan.moves, move_recs) if not r.error))
+        # 2. the moves, concurrently (one move: run it inline, no task hand-off before its first request)
+        todo = [(m, r) for m, r in zip(plan.moves, move_recs) if not r.error]
+        self._cool.clear()
+        try:
+            if len(todo) == 1:
+                await self._run_move(todo[0][0], todo[0][1], rec.t0)
+            else:
+                await asyncio.gather(*(self._run_move(m, r, rec.t0) for m, r in todo))
+        finally:
+            self._cool.set()
         # 3. NIC-level steps
         if any(r.ok for r in move_recs):
             for step in plan.postlude:
@@ -564,6 +588,8 @@ class Daemon:
         rec.total_ms = (time.monotonic() - rec.t0) * 1000.0
         self.records.append(rec)
         self._history.append(rec.as_dict())
+        if self.history_journal is not None:
+            self.history_journal.submit({"history": list(self._history)})
         self._journal_now()
         self._log_record(rec)
         return rec
@@ -644,7 +670,8 @@ class Daemon:
 
     def _history_refresh(self) -> None:
         self._history = deque((r.as_dict() for r in list(self.records)[-20:]), maxlen=20)
-        self._journal_now()
+        if self.history_journal is not None:
+            self.history_journal.submit({"history": list(self._history)})
 
     async def _refresh_announcements(self, every: float) -> None:
         """announce.refresh: re-announce every address where it is, for long ARP timeouts upstream."""
@@ -823,7 +850,6 @@ class Daemon:
             "placements": self.placements(),
             "demoted": demoted,
             "drained": sorted(self.drained),
-            "history": list(self._history)[-20:],
         }
         self.journal.submit(self._last_doc)
 

@@ -6,7 +6,10 @@ file in the same directory, ``fsync``, ``rename`` over the old one, ``fsync``
 of the directory -- so a reader (the next daemon after a SIGKILL) sees either
 the old or the new document, never a torn one.
 
-Writes happen on one background thread, in order, and coalesce: the failover
+The state document is kept small (it is written just before a move starts,
+and its serialization competes with the failover for the interpreter); the
+history of failover records goes to a second file, written after a record
+ends. Writes happen on one background thread per file, in order, and coalesce: the failover
 path hands the latest document over and goes on without waiting for the disk
 (an fsync costs about half a millisecond, several times the cost of the
 netlink request it would guard). :meth:`Journal.flush` waits until everything
@@ -29,7 +32,8 @@ from typing import Any
 
 log = logging.getLogger("ipshift.journal")
 
-STATE_FILE = "state.json"
+STATE_FILE = "state.json"  # small: placements, the move under way, withdrawn routes, drained NICs
+HISTORY_FILE = "history.json"  # the last failover records, written after each one ends
 VERSION = 1
 
 
@@ -49,9 +53,9 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def read_state(state_dir: str | Path) -> dict[str, Any]:
+def read_state(state_dir: str | Path, name: str = STATE_FILE) -> dict[str, Any]:
     """The last state written, or an empty one (a missing or unreadable file is logged, not fatal)."""
-    path = Path(state_dir) / STATE_FILE
+    path = Path(state_dir) / name
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -68,8 +72,8 @@ def read_state(state_dir: str | Path) -> dict[str, Any]:
 class Journal:
     """Ordered, coalescing, atomic writes of the state document on a background thread."""
 
-    def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir) / STATE_FILE
+    def __init__(self, state_dir: str | Path, name: str = STATE_FILE) -> None:
+        self.path = Path(state_dir) / name
         self._cond = threading.Condition()
         self._pending: dict[str, Any] | None = None
         self._written = 0
