@@ -129,12 +129,26 @@ class Snapshot:
     neighbours: tuple[Neighbour, ...] = ()
     sysctls: Mapping[str, LinkSysctls] = field(default_factory=dict)
     features: KernelFeatures = field(default_factory=KernelFeatures)
+    # lookup indexes, built on first use (a snapshot never changes, so they never go stale)
+    _by_ip: dict[IPAddress, tuple[Address, ...]] | None = field(default=None, init=False, compare=False, repr=False)
+    _by_dev: dict[str, tuple[Address, ...]] | None = field(default=None, init=False, compare=False, repr=False)
+    _by_name: dict[str, Link] | None = field(default=None, init=False, compare=False, repr=False)
+
+    def _index(self) -> None:
+        by_ip: dict[IPAddress, list[Address]] = {}
+        by_dev: dict[str, list[Address]] = {}
+        for a in self.addresses:
+            by_ip.setdefault(a.ip, []).append(a)
+            by_dev.setdefault(a.ifname, []).append(a)
+        object.__setattr__(self, "_by_ip", {k: tuple(v) for k, v in by_ip.items()})
+        object.__setattr__(self, "_by_dev", {k: tuple(v) for k, v in by_dev.items()})
+        object.__setattr__(self, "_by_name", {l.name: l for l in self.links})
 
     def link(self, name: str) -> Link | None:
-        for link in self.links:
-            if link.name == name:
-                return link
-        return None
+        if self._by_name is None:
+            self._index()
+        assert self._by_name is not None
+        return self._by_name.get(name)
 
     def link_by_index(self, index: int) -> Link | None:
         for link in self.links:
@@ -143,11 +157,17 @@ class Snapshot:
         return None
 
     def addresses_on(self, ifname: str) -> tuple[Address, ...]:
-        return tuple(a for a in self.addresses if a.ifname == ifname)
+        if self._by_dev is None:
+            self._index()
+        assert self._by_dev is not None
+        return self._by_dev.get(ifname, ())
 
     def where_is(self, ip: IPAddress) -> tuple[Address, ...]:
         """Every link that holds ``ip`` (normally zero or one)."""
-        return tuple(a for a in self.addresses if a.ip == ip)
+        if self._by_ip is None:
+            self._index()
+        assert self._by_ip is not None
+        return self._by_ip.get(ip, ())
 
     def sysctl(self, ifname: str) -> LinkSysctls:
         return self.sysctls.get(ifname, LinkSysctls())
