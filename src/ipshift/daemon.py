@@ -37,6 +37,7 @@ import os
 import signal
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,6 +51,7 @@ from ipshift.steps import AddAddress, AddRoute, Announce, CheckConflict, DelAddr
 log = logging.getLogger("ipshift.daemon")
 
 MAX_RECORDS = 50
+BULK = 16  # a plan with more moves than this runs phase by phase, each phase one batch
 MAX_ROUNDS = 8  # converge rounds in a row before waiting for the next event
 
 MANAGED_SYSCTLS = {
@@ -562,7 +564,10 @@ class Daemon:
         rec.moves = move_recs
         # 1. conflict probes, all at once (strict mode: before anything moves)
         probes = [(i, s) for i, m in enumerate(plan.moves) for s in m.steps if isinstance(s, CheckConflict)]
-        if probes and self.config.conflict_check.mode == "strict":
+        bulk = len(plan.moves) > BULK
+        if probes and bulk:
+            await self._bulk_probes(plan, move_recs, probes, rec)
+        elif probes and self.config.conflict_check.mode == "strict":
             results = await asyncio.gather(*(self._timed(s, rec.t0) for _, s in probes))
             for (i, step), sr in zip(probes, results):
                 move_recs[i].steps.append(sr)
@@ -575,7 +580,9 @@ class Daemon:
         todo = [(m, r) for m, r in zip(plan.moves, move_recs) if not r.error]
         self._cool.clear()
         try:
-            if len(todo) == 1:
+            if bulk:
+                await self._run_bulk(todo, rec)
+            elif len(todo) == 1:
                 await self._run_move(todo[0][0], todo[0][1], rec.t0)
             else:
                 await asyncio.gather(*(self._run_move(m, r, rec.t0) for m, r in todo))
@@ -593,6 +600,83 @@ class Daemon:
         self._journal_now()
         self._log_record(rec)
         return rec
+
+    async def _bulk_probes(self, plan: Plan, move_recs: list[MoveRecord], probes: Sequence[tuple[int, Step]],
+                           rec: Record) -> None:
+        """Conflict probes of a large plan: one socket and one timeout per survivor (either mode)."""
+        from ipshift.wire.sender import probe_conflicts_many
+
+        by_nic: dict[str, list[tuple[int, CheckConflict]]] = {}
+        for i, step in probes:
+            assert isinstance(step, CheckConflict)
+            by_nic.setdefault(step.ifname, []).append((i, step))
+        start = time.monotonic()
+        own = frozenset(l.mac for l in self.links.values() if l.mac)
+        for nic, items in by_nic.items():
+            link = self.links.get(nic)
+            if link is None:
+                continue
+            found = await probe_conflicts_many(nic, link.mac, [st.ip for _, st in items],
+                                               self.config.conflict_check.timeout, own_macs=own)
+            for i, st in items:
+                if st.ip in found:
+                    move_recs[i].error = f"{st.describe()}: {found[st.ip]}"
+                    self.findings[(st.ip, nic)] = found[st.ip]
+        rec.nic_steps.append(StepRecord("CheckConflict", f"conflict probes for {len(probes)} addresses",
+                                        (start - rec.t0) * 1000.0, (time.monotonic() - start) * 1000.0,
+                                        not any(m.error for m in move_recs),
+                                        f"{sum(1 for m in move_recs if m.error)} in use elsewhere"
+                                        if any(m.error for m in move_recs) else ""))
+
+    async def _run_bulk(self, todo: list[tuple[Move, MoveRecord]], rec: Record) -> None:
+        """Many moves, phase by phase: every move's steps of one kind in one batch, in the order of
+        a single move (remove, devices, add, announce, routes, flushes). A move whose step fails is
+        undone (its earlier phases reversed) and left for the next round, as a single move is."""
+        alive = list(todo)
+        done: dict[int, list[Step]] = {id(m): [] for m, _ in todo}
+        kinds: list[type] = []
+        for m, _ in todo:
+            for st in m.steps:
+                if type(st) not in kinds and not isinstance(st, CheckConflict):
+                    kinds.append(type(st))
+        for kind in kinds:
+            batch = [(m, r, st) for m, r in alive for st in m.steps if type(st) is kind]
+            if not batch:
+                continue
+            start = time.monotonic()
+            if kind in (DelAddress, AddAddress, DelRoute, AddRoute, Announce):
+                errors = await self.executor.bulk([st for _, _, st in batch])
+            else:  # devices, neighbour and cache flushes: few distinct ones, each once
+                errors = []
+                seen: dict[Step, str] = {}
+                for _, _, st in batch:
+                    if st not in seen:
+                        sr = await self._timed(st, rec.t0)
+                        seen[st] = "" if sr.ok else sr.error
+                    errors.append(seen[st])
+            end = time.monotonic()
+            failed = {id(m) for (m, _, _), e in zip(batch, errors) if e}
+            for (m, r, st), e in zip(batch, errors):
+                if e:
+                    if not r.error:
+                        r.error = f"{st.describe()}: {e}"
+                    continue
+                self._note(st)
+                done[id(m)].append(st)
+                if isinstance(st, Announce) and r.first_announce_ms is None:
+                    r.first_announce_ms = (end - rec.t0) * 1000.0
+            n_err = sum(1 for e in errors if e)
+            rec.nic_steps.append(StepRecord(kind.__name__, f"{batch[0][2].describe()} and {len(batch) - 1} more"
+                                            if len(batch) > 1 else batch[0][2].describe(),
+                                            (start - rec.t0) * 1000.0, (end - start) * 1000.0, n_err == 0,
+                                            f"{n_err} failed" if n_err else ""))
+            if failed:
+                for m, r in [(m, r) for m, r in alive if id(m) in failed]:
+                    await self._undo(m, r, done[id(m)], rec.t0, "bulk step", r.error)
+                alive = [(m, r) for m, r in alive if id(m) not in failed]
+        for m, r in alive:
+            r.ok = True
+            self.since[str(m.interface.ip)] = (m.target, time.time())
 
     async def _run_move(self, move: Move, mr: MoveRecord, t0: float) -> None:
         """One address's transaction. In optimistic conflict mode the probe runs alongside the move

@@ -97,6 +97,7 @@ class Executor:
     _mac: dict[str, str] = field(default_factory=dict)
     _promoted: set[str] = field(default_factory=set)
     demoted: dict[str, list[Route]] = field(default_factory=dict)
+    _batch: Any = None  # kernel.batch.NetlinkBatch, opened on first bulk use
 
     @classmethod
     async def open(cls, **kwargs: Any) -> "Executor":
@@ -112,6 +113,8 @@ class Executor:
         for sock in self._sockets.values():
             sock.close_in_background()
         self._sockets.clear()
+        if self._batch is not None:
+            self._batch.close()
         self.ipr.close()
 
     # ------------------------------------------------------------------ link cache
@@ -271,6 +274,81 @@ class Executor:
                 await self._restore(ifname)
             case _:
                 raise AssertionError(f"the executor does not know the step {step!r}")
+
+    # ------------------------------------------------------------------ bulk (many addresses at once)
+
+    async def bulk(self, steps: list[Step]) -> list[str]:
+        """Run many steps of ONE kind (DelAddress, AddAddress, DelRoute, AddRoute or Announce) with as
+        few system calls as the kernel allows; one error text per step ("" when done)."""
+        if not steps:
+            return []
+        kind = type(steps[0])
+        if any(type(st) is not kind for st in steps):
+            raise AssertionError("bulk() takes steps of one kind")
+        if kind is Announce:
+            return await self._bulk_announce(steps)  # type: ignore[arg-type]
+        from ipshift.kernel import batch as nb
+
+        if self._batch is None:
+            self._batch = nb.NetlinkBatch()
+        indexes: list[int | None] = []
+        for st in steps:
+            try:
+                indexes.append(await self._ifindex(st.ifname))  # type: ignore[union-attr]
+            except LookupError:
+                indexes.append(None)
+        live = [(i, st, idx) for i, (st, idx) in enumerate(zip(steps, indexes)) if idx is not None]
+        errors = [""] * len(steps)
+        gone = kind in (DelAddress, DelRoute)
+        for i, st, idx in zip(range(len(steps)), steps, indexes):
+            if idx is None and not gone:
+                errors[i] = f"no device {st.ifname}"  # type: ignore[union-attr]
+        if kind in (DelAddress, AddAddress):
+            if kind is DelAddress:
+                for dev in {st.ifname for _, st, _ in live if st.interface.version == 4}:  # type: ignore[union-attr]
+                    self.keep_secondaries(dev)
+            codes = nb.addresses(self._batch, kind is AddAddress,
+                                 [(idx, st.interface) for _, st, idx in live])  # type: ignore[union-attr]
+        else:
+            codes = nb.routes(self._batch, kind is AddRoute,
+                              [(idx, st.dst, st.via, st.metric) for _, st, idx in live])  # type: ignore[union-attr]
+        ok_codes = ALREADY_GONE if gone else ALREADY_DONE
+        for (i, _, _), code in zip(live, codes):
+            if code and code not in ok_codes:
+                errors[i] = f"kernel refused: {errno.errorcode.get(code, code)} (errno {code})"
+        return errors
+
+    async def _bulk_announce(self, steps: list[Announce]) -> list[str]:
+        errors = [""] * len(steps)
+        repeats: dict[tuple[int, float], list[tuple[FrameSocket, bytes]]] = {}
+        for i, st in enumerate(steps):
+            try:
+                mac = await self._macof(st.ifname)
+                frame = (build_gratuitous_arp(mac, st.ip) if isinstance(st.ip, ipaddress.IPv4Address)
+                         else build_unsolicited_na(mac, st.ip))
+                if st.ifname not in self._sockets:
+                    self.prepare(st.ifname)
+                sock = self._sockets[st.ifname]
+                sock.send(frame)
+            except (OSError, LookupError) as exc:
+                errors[i] = str(exc)
+                continue
+            if st.count > 1:
+                repeats.setdefault((st.count - 1, st.interval), []).append((sock, frame))
+        for (count, interval), frames in repeats.items():
+            self._spawn(self._announce_many(frames, count, interval))
+        return errors
+
+    async def _announce_many(self, frames: list[tuple[FrameSocket, bytes]], count: int, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(1, count + 1):
+            await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
+            for sock, frame in frames:
+                try:
+                    sock.send(frame)
+                except OSError as exc:
+                    log.debug("announcement on %s failed: %s", sock.ifname, exc)
 
     def undo_of(self, step: Step) -> Step | None:
         """The step that reverses a completed ``step`` (None where nothing needs reversing)."""

@@ -470,3 +470,63 @@ async def probe_conflict_v6(
         return await _probe(sock, build_dad_ns(mac, ip), judge, timeout, probes)
     finally:
         sock.close_in_background()
+
+
+async def probe_conflicts_many(
+    ifname: str, mac: str, ips: Sequence[IPv4Address | IPv6Address], timeout: float, *,
+    own_macs: Collection[str] = (),
+) -> dict[IPv4Address | IPv6Address, str]:
+    """:func:`probe_conflict_v4` / :func:`probe_conflict_v6` for many addresses at once: one socket
+    per family, every probe sent at once, one ``timeout`` in all. The conflicts found, by address."""
+    own = frozenset({mac, *own_macs})
+    found: dict[IPv4Address | IPv6Address, str] = {}
+    v4 = [ip for ip in ips if isinstance(ip, IPv4Address)]
+    v6 = [ip for ip in ips if isinstance(ip, IPv6Address)]
+    socks: list[tuple[FrameSocket, Callable[[bytes], None]]] = []
+    if v4:
+        wanted4 = set(v4)
+
+        def judge4(frame: bytes) -> None:
+            p = parse_arp(frame)
+            if p is None:
+                return
+            for ip in {p.sender_ip, p.target_ip} & wanted4:
+                reason = conflict_from(p, ip=ip, own_mac=own)
+                if reason is not None:
+                    found.setdefault(ip, reason)
+
+        sock4 = FrameSocket.open(ifname, ETH_P_ARP, bpf=arp_filter())
+        socks.append((sock4, judge4))
+        for ip4 in v4:
+            sock4.send(build_arp_probe(mac, ip4))
+    if v6:
+        wanted6 = set(v6)
+
+        def judge6(frame: bytes) -> None:
+            p = parse_ndp(frame)
+            if p is None or p.target not in wanted6:
+                return
+            assert isinstance(p.target, IPv6Address)
+            reason = dad_conflict_from(p, ip=p.target, own_mac=own)
+            if reason is not None:
+                found.setdefault(p.target, reason)
+
+        sock6 = FrameSocket.open(ifname, ETH_P_IPV6, bpf=ndp_filter())
+        socks.append((sock6, judge6))
+        for ip6 in v6:
+            sock6.send(build_dad_ns(mac, ip6))
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+
+    async def listen(sock: FrameSocket, judge: Callable[[bytes], None]) -> None:
+        while (left := end - loop.time()) > 0:
+            frame = await sock.arecv(left)
+            if frame is not None:
+                judge(frame)
+
+    try:
+        await asyncio.gather(*(listen(s, j) for s, j in socks))
+    finally:
+        for s, _ in socks:
+            s.close_in_background()
+    return found

@@ -1,0 +1,63 @@
+"""Many addresses at once: the phase-batched path (one netlink batch per kind of step)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from labtools import DaemonHandle
+
+from ipshift.lab import Lab
+
+N = 100
+ADDRS = [f"203.0.113.{i}/24" for i in range(10, 10 + N)]
+ROUTES = [{"to": f"198.51.100.{i}/32", "via": "203.0.113.1"} for i in range(N // 10)]
+
+
+def config() -> dict[str, Any]:
+    return {
+        "interfaces": {
+            "eth0": {"addresses": ["203.0.113.2/24", *ADDRS], "routes": ROUTES},
+            "eth1": {"addresses": ["203.0.113.3/24"]},
+        },
+        "announce": {"count": 2, "interval": "50ms", "verify_rounds": 1},
+        "failback": {"mode": "manual"},
+        "conflict_check": {"enabled": True, "timeout": "50ms"},
+    }
+
+
+def where(lab: Lab) -> dict[str, list[str]]:
+    data = json.loads(lab.run(lab.gateway, "ip", "-j", "-4", "addr", "show").stdout)
+    out: dict[str, list[str]] = {}
+    for d in data:
+        for a in d.get("addr_info", []):
+            out.setdefault(f"{a['local']}/{a['prefixlen']}", []).append(d["ifname"])
+    return out
+
+
+def test_a_hundred_addresses_and_their_routes_move_in_batches(
+        make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
+    lab = make_lab(gw_addrs={"eth0": ["203.0.113.2/24"], "eth1": ["203.0.113.3/24"]},
+                   client_addrs=["203.0.113.200/24"])
+    d = make_daemon(lab, config())
+    d.wait_for(lambda s: all(s["addresses"][a]["on"] == ["eth0"] for a in ADDRS), timeout=10, what="placement")
+    lab.run(lab.client, "ip", "addr", "add", "203.0.113.77/24", "dev", "eth0")  # someone else takes one
+    lab.fail_nic("eth0")
+    st = d.wait_for(lambda s: any(r["kind"] == "failover" for r in s["failovers"]), timeout=10, what="failover")
+    rec = [r for r in st["failovers"] if r["kind"] == "failover"][0]
+    here = where(lab)
+    moved = [a for a in ADDRS + ["203.0.113.2/24"] if here.get(a) == ["eth1"]]
+    assert len(moved) == N + 1 - 1, (len(moved), rec["nic_steps"])
+    assert here["203.0.113.77/24"] == ["eth0"]  # the conflicting one stayed where it was
+    (bad,) = [m for m in rec["moves"] if not m["ok"]]
+    assert bad["address"] == "203.0.113.77/24" and lab.client_mac in bad["error"]
+    assert all(len(devs) == 1 for a, devs in here.items() if a.startswith("203.0.113.") and a != "203.0.113.77/24"
+               and a != "203.0.113.200/24")
+    routes = json.loads(lab.run(lab.gateway, "ip", "-j", "route", "show", "proto", "static").stdout)
+    assert sorted(r["dst"] for r in routes if r["dev"] == "eth1") == sorted(r["to"].split("/")[0] for r in ROUTES)
+    # one batch per kind of step, recorded with its duration
+    ops = [s["op"] for s in rec["nic_steps"]]
+    for op in ("CheckConflict", "DelAddress", "AddAddress", "Announce", "DelRoute", "AddRoute"):
+        assert ops.count(op) == 1, ops
+    assert lab.run(lab.client, "ping", "-c", "1", "-W", "1", "203.0.113.50", check=False).returncode == 0
