@@ -101,7 +101,7 @@ def test_vlan_not_permitted_or_no_8021q_is_refused_with_the_reason() -> None:
 def test_executor_creates_the_vlan_device_and_adds_the_address() -> None:
     async def run() -> list[tuple[str, str, dict[str, Any]]]:
         ipr = FakeIPR({"lo": 1, "eth0": 2, "eth1": 3})
-        ex = Executor(ipr)
+        ex = Executor(ipr, batch_socket=False)
         ex.learn_link("eth1", 3, "02:00:00:00:00:11")
         await ex.run_step(AddVlan("eth1", "eth1.100", 100))
         await ex.run_step(AddAddress("eth1.100", ipaddress.ip_interface("203.0.113.10/24")))
