@@ -25,7 +25,8 @@ comes first (both are bounded; ``--duration`` is at most 600 s), or on
 answers ``status`` lines on stdin with one JSON line on stdout (last reply
 time, counts). At the end it prints one JSON object: counts, send lateness,
 the longest gap between consecutive replies (the outage), the first reply
-after each ``--after`` instant, and with ``--raw`` every reply's sequence
+after each ``--after`` instant, every probe sent more than one interval late
+(``late_events``: due time and lateness), and with ``--raw`` every reply's sequence
 number and time.
 
 Only standard library; Python 3.11. Usage::
@@ -49,6 +50,7 @@ from typing import Any
 
 MAX_DURATION = 600.0
 MAX_COUNT = 10_000_000
+MAX_LATE_EVENTS = 2000
 MAGIC = b"ipsbPRB1"
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
 ICMP6_ECHO, ICMP6_ECHOREPLY = 128, 129
@@ -75,6 +77,7 @@ class Stats:
     late_max: float = 0.0
     late_over_half: int = 0  # probes sent more than interval/2 after their slot
     lates: list[float] = field(default_factory=list)
+    late_events: list[tuple[float, float]] = field(default_factory=list)  # (due, lateness) over one interval
     replies: list[tuple[int, float]] = field(default_factory=list)  # (seq, t)
     seen: set[int] = field(default_factory=set)
     duplicates: int = 0
@@ -201,6 +204,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stats.late_max = late
             if late > half:
                 stats.late_over_half += 1
+            if late > interval and len(stats.late_events) < MAX_LATE_EVENTS:
+                stats.late_events.append((due, late))
             stats.lates.append(late)
             k += 1
             behind = int((now - (t0 + k * interval)) / interval)
@@ -269,6 +274,7 @@ def report(args: argparse.Namespace, stats: Stats, t_end: float) -> dict[str, An
         "send_late_p99": p99,
         "send_late_over_half_interval": stats.late_over_half,
         "ts_fallbacks": stats.ts_fallbacks,
+        "late_events": [[round(d, 7), round(late, 7)] for d, late in stats.late_events],
         "max_gap": longest_gap(times),
         "first_reply_after": {str(a): next((t for t in times if t > a), None) for a in args.after},
     }

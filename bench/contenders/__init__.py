@@ -1,0 +1,136 @@
+"""Failover contenders: the same lab, the same trigger, different movers.
+
+Every contender implements :class:`Contender`. The orchestrator (bench/run.py)
+builds a fresh lab from :meth:`Contender.lab_spec`, then calls ``setup(lab,
+spec)``, ``start()``, ``ready()``, runs its trials, and ``stop()`` in a
+``finally``. Each process a contender starts is put in its own process group
+and ended by that group's id (the PID it was started with), never by name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from benchlab import BenchLab, LabSpec
+
+HOME = "eth0"
+SURVIVOR = "eth1"
+HOME_BASE = "192.0.2.10/24"
+SURVIVOR_BASE = "192.0.2.11/24"
+PEER_BASE = "192.0.2.12/24"
+SERVICE_ADDR = "192.0.2.50/24"
+ROUTE_VIA = "192.0.2.1"
+PROBE_TARGET = "192.0.2.100"  # the client: on the far side of the switch
+
+
+@dataclass(frozen=True)
+class MoveSpec:
+    """What must move when the home NIC fails."""
+
+    addresses: tuple[str, ...] = (SERVICE_ADDR,)
+    routes: tuple[str, ...] = ()  # "DEST via GW", device added by the mover
+    home: str = HOME
+    survivor: str = SURVIVOR
+    failback: bool = True
+    probe: bool = False  # scenario (c): detect path loss by probing, 10 ms x 3 misses, towards PROBE_TARGET
+
+    @property
+    def target(self) -> str:
+        """The address the client probes."""
+        return str(ipaddress.ip_interface(self.addresses[0]).ip)
+
+    @property
+    def ips(self) -> list[str]:
+        return [str(ipaddress.ip_interface(a).ip) for a in self.addresses]
+
+
+SCALE_SUBNET = "198.18.0.0/16"
+SCALE_SURVIVOR_BASE = "198.18.255.254/16"  # the survivor is on the scale subnet too (ipshift requires it)
+
+
+def scale_spec(n: int) -> MoveSpec:
+    """N addresses of the lab subnet 198.18.0.0/16 on the home NIC (the first is its primary there,
+    the others secondaries; the lab sets promote_secondaries=1) and one route per 10 addresses,
+    to /32s of 198.19.0.0/16 via 192.0.2.1. The survivor has 198.18.255.254/16."""
+    if not 1 <= n <= 60_000:
+        raise ValueError("scale N must be between 1 and 60,000")
+    base = int(ipaddress.IPv4Address("198.18.0.1"))
+    rbase = int(ipaddress.IPv4Address("198.19.0.1"))
+    addrs = tuple(f"{ipaddress.IPv4Address(base + i)}/16" for i in range(n))
+    routes = tuple(f"{ipaddress.IPv4Address(rbase + i)}/32 via {ROUTE_VIA}" for i in range(max(1, n // 10)))
+    return MoveSpec(addresses=addrs, routes=routes, failback=False)
+
+
+@dataclass
+class Step:
+    """One step of a failover, CLOCK_MONOTONIC seconds."""
+
+    name: str
+    t: float
+    detail: str = ""
+
+
+@dataclass
+class Timeline:
+    """The steps a contender reports for its last failover (see :meth:`Contender.steps`)."""
+
+    steps: list[Step] = field(default_factory=list)
+    source: str = ""
+
+
+@runtime_checkable
+class Contender(Protocol):
+    """A failover mechanism under test."""
+
+    name: str  # short id used on the command line and in the JSON
+    label: str  # what the table prints
+    failover_timeout: float  # how long a trial waits for traffic to come back
+    failback_timeout: float
+    path_detection: str | None  # None: detects path loss with carrier up; else why not
+
+    def unavailable(self) -> str | None:
+        """None when the contender can run here, else a one-line reason."""
+
+    def lab_spec(self, spec: MoveSpec) -> LabSpec:
+        """The lab this contender needs for ``spec``."""
+
+    def survivor_mac(self, lab: BenchLab) -> str:
+        """The MAC that announces the moved address after a failover."""
+
+    def home_mac(self, lab: BenchLab) -> str:
+        """The MAC that announces it after failback."""
+
+    def setup(self, lab: BenchLab, spec: MoveSpec) -> None:
+        """Write configuration files; start nothing yet."""
+
+    def start(self) -> None:
+        """Start the contender's processes."""
+
+    def ready(self, timeout: float = 10.0) -> bool:
+        """True once it would react to a failure (waits at most ``timeout``)."""
+
+    def home_ok(self) -> bool:
+        """True when the moved addresses are at home (and only there)."""
+
+    def stop(self) -> None:
+        """End every process it started (by PID / own process group); idempotent."""
+
+    def steps(self, since: float) -> Timeline:
+        """Step timings of the failover that started at ``since``: the timeline hook."""
+
+    def pids(self) -> list[int]:
+        """The PIDs of its running processes (for the idle-cost scenario)."""
+
+
+def all_contenders() -> dict[str, type[Any]]:
+    from contenders.ipaddr2 import IPaddr2Contender
+    from contenders.ipshift import IpshiftContender
+    from contenders.keepalived import KeepalivedContender, KeepalivedFastContender
+    from contenders.shell import ShellContender
+
+    classes: list[type[Any]] = [IpshiftContender, ShellContender, IPaddr2Contender, KeepalivedFastContender,
+                           KeepalivedContender]
+    return {str(getattr(c, "name")): c for c in classes}

@@ -1,0 +1,103 @@
+"""Shared pieces of the contenders: process groups, step logs, the single-gateway lab."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlab import BenchLab, LabSpec, end_process
+from contenders import HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, MoveSpec, Step, Timeline
+
+
+class ProcessGroup:
+    """Processes a contender started, each the leader of its own process group."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[Any]] = []
+
+    def start(self, lab: BenchLab, ns: str, *cmd: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
+        out = open(log, "ab")
+        try:
+            proc: subprocess.Popen[Any] = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *cmd], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, env={**os.environ, **(env or {})},
+            )
+        finally:
+            out.close()
+        self.procs.append(proc)
+        return proc
+
+    def start_plain(self, *cmd: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
+        """Like :meth:`start` for a command that enters its namespace itself."""
+        out = open(log, "ab")
+        try:
+            proc: subprocess.Popen[Any] = subprocess.Popen(
+                list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, env={**os.environ, **(env or {})},
+            )
+        finally:
+            out.close()
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> bool:
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        procs, self.procs = self.procs, []
+        for proc in procs:
+            end_process(proc, group=True)
+
+    def pids(self, first_only: bool = False) -> list[int]:
+        """Every live process in the groups we lead (read from /proc); ``first_only``: the first group."""
+        procs = self.procs[:1] if first_only else self.procs
+        groups = {p.pid for p in procs if p.poll() is None}
+        found: list[int] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) in groups:  # pgrp
+                found.append(int(entry))
+        return found
+
+
+def single_gateway_spec(spec: MoveSpec) -> LabSpec:
+    """The gateway keeps its base addresses; the moved ones start on the home NIC."""
+    survivor = [SURVIVOR_BASE] + ([SCALE_SURVIVOR_BASE] if any(a.startswith("198.18.") for a in spec.addresses) else [])
+    return LabSpec(
+        # Added in reverse, so the first address the movers take is a secondary and the subnet's
+        # primary goes last: moving the primary first would make the kernel promote a secondary
+        # (and rewrite the routes of all the others) at every delete.
+        gw_addrs={spec.home: [HOME_BASE, *reversed(spec.addresses)], spec.survivor: survivor},
+        routes=[f"{r} dev {spec.home}" for r in spec.routes],
+    )
+
+
+def read_step_log(path: Path, since: float) -> Timeline:
+    """Parse "EPOCHREALTIME event detail" lines into monotonic steps at or after ``since``."""
+    offset = time.time() - time.monotonic()
+    steps: list[Step] = []
+    try:
+        text = path.read_text()
+    except OSError:
+        return Timeline(source=str(path))
+    for line in text.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) < 2:
+            continue
+        try:
+            t = float(parts[0].replace(",", ".")) - offset
+        except ValueError:
+            continue
+        if t >= since - 0.001:
+            steps.append(Step(name=parts[1], t=t, detail=parts[2] if len(parts) > 2 else ""))
+    return Timeline(steps=steps, source=str(path))

@@ -1,0 +1,185 @@
+"""ipshift itself: ``ipshift run -c <generated yaml> --netns <gateway>``.
+
+What it uses from ipshift (see bench/README.md, "The ipshift contender"):
+
+* ``ipshift run -c FILE --netns NS --socket SOCK`` runs in the foreground until
+  SIGTERM; the bench points ``state_dir`` and the control socket into its own
+  temporary directory, so nothing is written to /run or /var/lib;
+* ``ipshift status --netns NS --socket SOCK --json`` exits 0 once the daemon
+  listens (that is ``ready()``); its ``failovers`` list carries the records of
+  the moves, which the bench turns into the timeline: ``t0`` (CLOCK_MONOTONIC,
+  when the trigger reached the daemon: "detect"), per move the ``steps``
+  (``op``, ``at_ms`` and ``ms`` from ``t0``) and ``first_announce_ms``, and
+  ``total_ms``.
+
+Until ``ipshift run --help`` and ``ipshift status --help`` both succeed and
+take ``--socket``, the contender reports itself unavailable ("not available"
+with the reason in the table) and the rest of the run goes on. Scenario (c)
+adds ``detect.probe`` (10 ms x 3); without a probe detector there is no
+failover and the table says "not yet".
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchlab import REPO, BenchLab, LabSpec, wait_until
+from contenders import PROBE_TARGET, HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, MoveSpec, Step, Timeline
+from contenders.base import ProcessGroup, single_gateway_spec
+
+IPSHIFT = REPO / ".venv" / "bin" / "ipshift"
+
+
+# Like for like: the shell baseline and IPaddr2 do no RFC 5227 conflict probe before a move.
+CONFLICT_CHECK: dict[str, Any] = {"enabled": False}
+
+
+def build_config(spec: MoveSpec, workdir: Path) -> dict[str, Any]:
+    """The ipshift configuration equivalent to what the other contenders do.
+
+    With routes, the home NIC's base address is listed too (ipshift requires a route's
+    gateway to be on a configured subnet of its NIC), so ipshift moves one address more.
+    """
+    addrs = list(spec.addresses)
+    if spec.routes:
+        addrs.insert(0, HOME_BASE)
+    home: dict[str, Any] = {"addresses": addrs, "backups": [spec.survivor]}
+    survivor = [SURVIVOR_BASE] + ([SCALE_SURVIVOR_BASE] if any(a.startswith("198.18.") for a in spec.addresses) else [])
+    if spec.routes:
+        routes = []
+        for r in spec.routes:
+            dest, _, via = r.partition(" via ")
+            routes.append({"to": dest, "via": via} if via else {"to": dest})
+        home["routes"] = routes
+    cfg: dict[str, Any] = {
+        "interfaces": {spec.home: home, spec.survivor: {"addresses": survivor}},
+        "detect": {"link": True},
+        "announce": {"count": 3, "interval": "200ms"},
+        # Trials fail and restore the NIC every half second; ipshift's flap damping (default 4 changes
+        # in 10 s) would hold failback after the second trial. The shell baseline has no damping either.
+        "failback": {"mode": "auto" if spec.failback else "manual", "delay": "0s", "flap_count": 100_000,
+                     "flap_window": "1s"},
+        # The shell baseline does no conflict check either; ipshift's own default (200 ms) is reported apart.
+        "conflict_check": dict(CONFLICT_CHECK),
+        "state_dir": str(workdir / "state"),
+        "socket": str(workdir / "ipshift.sock"),
+    }
+    if spec.probe:
+        cfg["detect"]["probe"] = {"targets": [PROBE_TARGET], "interval": "10ms", "misses": 3}
+    return cfg
+
+
+class IpshiftContender:
+    name = "ipshift"
+    label = "ipshift"
+    failover_timeout = 3.0
+    failback_timeout = 5.0
+    # Scenario (c) runs with `detect.probe` (10 ms x 3); an ipshift without a probe detector does not
+    # fail over within the window, and the table says "not yet".
+    path_detection: str | None = None
+    no_path_detection_note = "not yet: no failover within the window (no probe detector in this ipshift?)"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir / self.name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.group = ProcessGroup()
+        self.lab: BenchLab | None = None
+        self.spec: MoveSpec | None = None
+        self.config = self.workdir / "ipshift.yaml"
+        self.socket = self.workdir / "ipshift.sock"
+
+    def unavailable(self) -> str | None:
+        if not IPSHIFT.exists():
+            return f"{IPSHIFT} missing (make venv)"
+        for sub in ("run", "status"):
+            r = subprocess.run([str(IPSHIFT), sub, "--help"], capture_output=True, text=True, timeout=30)
+            if r.returncode != 0 or "--socket" not in r.stdout:
+                lines = (r.stderr or r.stdout).strip().splitlines()
+                why = lines[-1] if lines else f"exit {r.returncode}"
+                return f"`ipshift {sub} --socket` does not exist yet ({why})"
+        return None
+
+    def lab_spec(self, spec: MoveSpec) -> LabSpec:
+        return single_gateway_spec(spec)
+
+    def survivor_mac(self, lab: BenchLab) -> str:
+        return lab.lab.mac_of(self.spec.survivor if self.spec else "eth1")
+
+    def home_mac(self, lab: BenchLab) -> str:
+        return lab.lab.mac_of(self.spec.home if self.spec else "eth0")
+
+    def setup(self, lab: BenchLab, spec: MoveSpec) -> None:
+        self.lab, self.spec = lab, spec
+        (self.workdir / "state").mkdir(exist_ok=True)
+        self.config.write_text(yaml.safe_dump(build_config(spec, self.workdir), sort_keys=False))
+        # Validate the generated file with ipshift's own checker (exit 2 = bad configuration);
+        # skipped for large scale runs, where `check` itself takes minutes.
+        if len(spec.addresses) > 100:
+            return
+        r = subprocess.run([str(IPSHIFT), "check", "-c", str(self.config), "--netns", lab.gateway, "--brief"],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode == 2:
+            raise RuntimeError(f"ipshift check rejects the generated config: {r.stderr.strip()}")
+
+    def start(self) -> None:
+        assert self.lab is not None
+        # `ipshift run --netns` enters the namespace itself; started from the root namespace.
+        self.group.start_plain(str(IPSHIFT), "run", "-c", str(self.config), "--netns", self.lab.gateway,
+                               "--socket", str(self.socket), log=self.workdir / "ipshift.log")
+
+    def _status(self) -> dict[str, Any] | None:
+        assert self.lab is not None
+        r = subprocess.run([str(IPSHIFT), "status", "--netns", self.lab.gateway, "--socket", str(self.socket),
+                            "--json"], capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(r.stdout)
+        except ValueError:
+            return None
+        return data
+
+    def ready(self, timeout: float = 10.0) -> bool:
+        def ok() -> bool:
+            status = self._status() if self.group.alive() else None
+            return status is not None and bool(status.get("ready", True))
+
+        return wait_until(ok, timeout, poll=0.1)
+
+    def home_ok(self) -> bool:
+        assert self.lab is not None and self.spec is not None
+        home = self.lab.addrs_on(self.lab.gateway, self.spec.home)
+        away = self.lab.addrs_on(self.lab.gateway, self.spec.survivor)
+        return all(a in home and a not in away for a in self.spec.addresses)
+
+    def stop(self) -> None:
+        self.group.stop()
+
+    def steps(self, since: float) -> Timeline:
+        """The daemon's record of the first failover/failback that started at or after ``since``."""
+        status = self._status()
+        records = [r for r in (status or {}).get("failovers", []) if float(r.get("t0", 0)) >= since - 0.05]
+        if not records:
+            return Timeline(source="ipshift status --json: no record after the trigger")
+        rec = records[0]
+        t0 = float(rec["t0"])
+        steps: list[Step] = [Step("detect", t0, f"{rec.get('kind', '')} {rec.get('nic', '')} ({rec.get('trigger', '')})")]
+        for s in rec.get("nic_steps", []):
+            steps.append(Step(str(s.get("op", "step")), t0 + (float(s["at_ms"]) + float(s["ms"])) / 1e3, str(s.get("text", ""))))
+        for m in rec.get("moves", []):
+            for s in m.get("steps", []):
+                steps.append(Step(str(s.get("op", "step")), t0 + (float(s["at_ms"]) + float(s["ms"])) / 1e3,
+                                  str(m.get("address", ""))))
+            if m.get("first_announce_ms") is not None and not any(s.get("op") == "Announce" for s in m.get("steps", [])):
+                steps.append(Step("announce", t0 + float(m["first_announce_ms"]) / 1e3, str(m.get("address", ""))))
+        steps.append(Step("done", t0 + float(rec.get("total_ms", 0.0)) / 1e3, str(rec.get("kind", ""))))
+        steps.sort(key=lambda s: s.t)
+        return Timeline(steps=steps, source="ipshift status --json")
+
+    def pids(self) -> list[int]:
+        return self.group.pids()

@@ -1,0 +1,86 @@
+"""The shell baseline: an `ip monitor link` watcher doing `ip addr del/add` + `arping -U`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchlab import BenchLab, LabSpec, wait_until
+from contenders import MoveSpec, Timeline
+from contenders.base import ProcessGroup, read_step_log, single_gateway_spec
+
+WATCH_SH = Path(__file__).resolve().parent / "watch.sh"
+MAX_LIFETIME_S = 4 * 3600
+
+
+class WatcherContender:
+    """watch.sh in the gateway namespace; subclasses pick the mode."""
+
+    name = "shell"
+    label = "shell baseline (ip monitor + ip addr + arping)"
+    mode = "ip"
+    failover_timeout = 3.0
+    failback_timeout = 3.0
+    path_detection: str | None = "no path probing: watches carrier only"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir / self.name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.group = ProcessGroup()
+        self.lab: BenchLab | None = None
+        self.spec: MoveSpec | None = None
+        self.log = self.workdir / "steps.log"
+
+    def unavailable(self) -> str | None:
+        import shutil
+
+        missing = [t for t in ("bash", "ip", "arping", "timeout") if shutil.which(t) is None]
+        return f"missing {', '.join(missing)}" if missing else None
+
+    def lab_spec(self, spec: MoveSpec) -> LabSpec:
+        return single_gateway_spec(spec)
+
+    def survivor_mac(self, lab: BenchLab) -> str:
+        return lab.lab.mac_of(self.spec.survivor if self.spec else "eth1")
+
+    def home_mac(self, lab: BenchLab) -> str:
+        return lab.lab.mac_of(self.spec.home if self.spec else "eth0")
+
+    def env(self) -> dict[str, str]:
+        return {}
+
+    def setup(self, lab: BenchLab, spec: MoveSpec) -> None:
+        self.lab, self.spec = lab, spec
+        (self.workdir / "addrs").write_text("".join(a + "\n" for a in spec.addresses))
+        (self.workdir / "routes").write_text("".join(r + "\n" for r in spec.routes))
+        self.log.write_text("")
+
+    def start(self) -> None:
+        assert self.lab is not None and self.spec is not None
+        self.group.start(
+            self.lab, self.lab.gateway, "bash", str(WATCH_SH), self.mode, self.spec.home, self.spec.survivor,
+            str(self.workdir / "addrs"), str(self.workdir / "routes"), str(self.log),
+            "1" if self.spec.failback else "0", str(MAX_LIFETIME_S),
+            log=self.workdir / "stdout.log", env=self.env(),
+        )
+
+    def ready(self, timeout: float = 10.0) -> bool:
+        return wait_until(lambda: " ready " in self.log.read_text() or not self.group.alive(), timeout) and self.group.alive()
+
+    def home_ok(self) -> bool:
+        assert self.lab is not None and self.spec is not None
+        home = self.lab.addrs_on(self.lab.gateway, self.spec.home)
+        away = self.lab.addrs_on(self.lab.gateway, self.spec.survivor)
+        return all(a in home and a not in away for a in self.spec.addresses)
+
+    def stop(self) -> None:
+        self.group.stop()
+
+    def steps(self, since: float) -> Timeline:
+        return read_step_log(self.log, since)
+
+    def pids(self) -> list[int]:
+        return self.group.pids()
+
+
+class ShellContender(WatcherContender):
+    pass

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""The switch agent: runs in the lab's switch namespace for the whole run.
+
+It does two things, both timestamped in CLOCK_MONOTONIC (``time.monotonic()``):
+
+* **Trigger.** ``down IF`` / ``up IF`` set a switch port administratively down
+  or up with the SIOCSIFFLAGS ioctl -- the same operation as
+  ``Lab.fail_nic`` / ``Lab.restore_nic`` (``ip link set gwN down|up``), done
+  in-process so that the instant of the trigger is known to a few
+  microseconds instead of the 2-3 ms an ``ip`` process takes to start. Taking
+  the peer of a veth down drops the carrier of the gateway's NIC.
+* **Capture.** An AF_PACKET socket with a BPF filter for ARP only (``--ifname``, default the
+  client's port ``cl0``: what leaves the switch towards the client) records
+  every gratuitous ARP (sender IP == target IP, request or reply) with the
+  kernel's receive timestamp (SO_TIMESTAMPNS, converted from CLOCK_REALTIME
+  at the moment of reading). For each (IP, sender MAC) the first sighting
+  since the last ``arm`` is kept.
+
+Commands, one per line on stdin; each gets one JSON line on stdout:
+
+``arm``                  forget the gratuitous ARPs seen so far  -> {"t": now}
+``down IF`` / ``up IF``  trigger                                 -> {"t0": .., "t1": ..}
+``count [MAC]``          distinct IPs announced since arm (by MAC) -> {"n": ..}
+``first IP [MAC]``       first announcement of IP since arm      -> {"t": .. or null, "mac": ..}
+``garps [MAC]``          every first announcement since arm      -> {"garps": {ip: [t, mac]}}
+``quit``                 exit
+
+The agent sends nothing on the wire. It exits on ``quit``, at end of input,
+or after ``--duration`` seconds (at most 4 hours). Only standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+ETH_P_ARP = 0x0806
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+# Classic BPF: ldh [12]; jeq #0x806, accept, drop. The socket is ETH_P_ALL because a
+# protocol-specific packet socket sees only incoming frames, and on the client's port
+# the announcements are outgoing.
+ARP_ONLY_BPF = [(0x28, 0, 0, 12), (0x15, 0, 1, ETH_P_ARP), (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+MAX_DURATION = 4 * 3600.0
+
+
+def set_admin(ctl: socket.socket, ifname: str, up: bool) -> tuple[float, float]:
+    """Set ``ifname`` up or down; returns monotonic (before, after) the ioctl."""
+    name = ifname.encode()[:15]
+    req = struct.pack("16sh22x", name, 0)
+    flags = struct.unpack("16sh22x", fcntl.ioctl(ctl, SIOCGIFFLAGS, req))[1]
+    flags = (flags | IFF_UP) if up else (flags & ~IFF_UP)
+    new = struct.pack("16sh22x", name, flags)
+    t0 = time.monotonic()
+    fcntl.ioctl(ctl, SIOCSIFFLAGS, new)
+    t1 = time.monotonic()
+    return t0, t1
+
+
+def parse_garp(frame: bytes) -> tuple[str, str] | None:
+    """(sender IP, sender MAC) of a gratuitous ARP frame, else None."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return None
+    arp = frame[14:42]
+    htype, ptype, hlen, plen, _op = struct.unpack("!HHBBH", arp[:8])
+    if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
+        return None
+    sha, spa, tpa = arp[8:14], arp[14:18], arp[24:28]
+    if spa != tpa or spa == b"\0\0\0\0":
+        return None
+    return socket.inet_ntoa(spa), ":".join(f"{b:02x}" for b in sha)
+
+
+class Agent:
+    def __init__(self, ifname: str) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self._bpf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in ARP_ONLY_BPF))
+        prog = struct.pack("HL", len(ARP_ONLY_BPF), ctypes.addressof(self._bpf))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+        self.sock.bind((ifname, ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:  # SO_RCVBUFFORCE: past net.core.rmem_max, so a burst of 10,000 announcements fits
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        self.sock.setblocking(False)
+        self.ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.first: dict[tuple[str, str], float] = {}
+        self.frames = 0
+
+    def drain(self) -> None:
+        while True:
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(128, 64)
+            except BlockingIOError:
+                return
+            now = time.monotonic()
+            t = now
+            for level, kind, blob in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(blob) >= 16:
+                    sec, nsec = struct.unpack("qq", blob[:16])
+                    tk = sec + nsec * 1e-9 - (time.time() - now)
+                    if abs(tk - now) < 1.0:
+                        t = tk
+            self.frames += 1
+            garp = parse_garp(data)
+            if garp is not None and (garp not in self.first or t < self.first[garp]):
+                self.first[garp] = t
+
+    def command(self, line: str) -> dict[str, Any] | None:
+        parts = line.split()
+        if not parts:
+            return {"error": "empty command"}
+        cmd, args = parts[0], parts[1:]
+        self.drain()
+        if cmd == "quit":
+            return None
+        if cmd == "arm":
+            self.first.clear()
+            return {"t": time.monotonic()}
+        if cmd in ("down", "up") and len(args) == 1:
+            t0, t1 = set_admin(self.ctl, args[0], cmd == "up")
+            return {"t0": t0, "t1": t1}
+        mac = None
+        if cmd == "count":
+            mac = args[0].lower() if args else None
+            return {"n": len({ip for ip, m in self.first if mac is None or m == mac})}
+        if cmd == "first" and args:
+            ip = args[0]
+            mac = args[1].lower() if len(args) > 1 else None
+            hits = [(t, m) for (i, m), t in self.first.items() if i == ip and (mac is None or m == mac)]
+            t, m = min(hits) if hits else (None, None)
+            return {"t": t, "mac": m}
+        if cmd == "garps":
+            mac = args[0].lower() if args else None
+            best: dict[str, list[Any]] = {}
+            for (ip, m), t in self.first.items():
+                if (mac is None or m == mac) and (ip not in best or t < best[ip][0]):
+                    best[ip] = [t, m]
+            return {"garps": best, "frames": self.frames}
+        return {"error": f"unknown command {line.strip()!r}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="switch agent: trigger + gratuitous ARP capture")
+    p.add_argument("--ifname", default="cl0", help="switch port to capture on (default cl0)")
+    p.add_argument("--duration", type=float, default=3600.0, help="exit after this many seconds")
+    p.add_argument("--rt", type=int, default=0, metavar="PRIO", help="SCHED_FIFO priority (0: normal)")
+    args = p.parse_args(argv)
+    if args.rt:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.rt))
+        except OSError as exc:
+            print(f"swagent: no real-time priority: {exc}", file=sys.stderr)
+    agent = Agent(args.ifname)
+    end = time.monotonic() + min(args.duration, MAX_DURATION)
+    stdin = sys.stdin.fileno()
+    buf = b""
+    print(json.dumps({"ready": True, "t": time.monotonic()}), flush=True)
+    while (left := end - time.monotonic()) > 0:
+        readable, _, _ = select.select([agent.sock, stdin], [], [], min(left, 1.0))
+        if agent.sock in readable:
+            agent.drain()
+        if stdin in readable:
+            chunk = os.read(stdin, 65536)
+            if not chunk:
+                return 0
+            buf += chunk
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                reply = agent.command(raw.decode())
+                if reply is None:
+                    return 0
+                sys.stdout.write(json.dumps(reply) + "\n")
+                sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
