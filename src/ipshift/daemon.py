@@ -841,12 +841,14 @@ class Daemon:
         from ipshift.steps import AddRoute
 
         view = self._view()
+        managed = self._managed_devices(view)
+        present = {(kr.dst, kr.gateway) for kr in view.routes}
         for nic, iface in self.config.interfaces.items():
             for r in iface.routes:
-                if r.via is None:
+                if r.via is None or (r.to, r.via) in present:
                     continue
                 holders = [a.ifname for a in view.addresses if a.ip.version == r.via.version
-                           and r.via in a.network and a.ifname in self._managed_devices(view)]
+                           and r.via in a.network and a.ifname in managed]
                 if not holders or any(kr.dst == r.to and kr.gateway == r.via for kr in view.routes):
                     continue
                 dev = nic if nic in holders else holders[0]

@@ -315,8 +315,17 @@ def _route_tuple(r: RouteConfig | tuple[IPNetwork, IPAddress | None, int | None]
     return (r.to, r.via, r.metric) if isinstance(r, RouteConfig) else r
 
 
+@dataclass(slots=True)
+class _RouteLedger:
+    """Routes already placed in one plan: each moves with the first address of its gateway's subnet."""
+
+    routes: set[tuple[IPNetwork, IPAddress | None]] = field(default_factory=set)
+    subnets: set[tuple[IPNetwork, str, str]] = field(default_factory=set)  # (subnet, home, source)
+
+
 def _move_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressConfig, source: str,
-                survivor: str, target: str, failed_link: Link | None) -> tuple[Step, ...]:
+                survivor: str, target: str, failed_link: Link | None,
+                ledger: _RouteLedger | None = None) -> tuple[Step, ...]:
     """The ordered steps of one address's failover transaction.
 
     The first announcement leaves right after the address is added (the step
@@ -340,7 +349,14 @@ def _move_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressConf
         steps.append(AddMacvlan(survivor, target, moved_mac))
     steps.append(AddAddress(target, iface, nodad=iface.version == 6))
     steps.append(Announce(target, iface.ip, config.announce.count, config.announce.interval))
-    routes = [_route_tuple(r) for r in _routes_with(config, snapshot, home, source, iface)]
+    # a route goes with the first address of its gateway's subnet that moves, not with every one
+    routes: list[tuple[IPNetwork, IPAddress | None, int | None]] = []
+    if ledger is None or (iface.network, home, source) not in ledger.subnets:
+        routes = [t for t in (_route_tuple(r) for r in _routes_with(config, snapshot, home, source, iface))
+                  if ledger is None or (t[0], t[1]) not in ledger.routes]
+    if ledger is not None:
+        ledger.routes.update((dst, via) for dst, via, _ in routes)
+        ledger.subnets.add((iface.network, home, source))
     for dst, via, metric in routes:
         if any(kr.dst == dst and kr.ifname == (holding or source) and kr.gateway == via for kr in snapshot.routes):
             steps.append(DelRoute(dst, holding or source, via, metric))
@@ -362,7 +378,7 @@ def _home_device(config: Config, snapshot: Snapshot, nic: str, addr: AddressConf
 
 
 def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConfig,
-                  holders: tuple[str, ...]) -> tuple[Step, ...]:
+                  holders: tuple[str, ...], routes_done: set[tuple[IPNetwork, IPAddress | None]]) -> tuple[Step, ...]:
     """Bring ``addr`` home to ``nic`` (failback, or first placement when it is nowhere).
 
     Make-before-break: the address is added and announced at home before it is
@@ -378,7 +394,9 @@ def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
         steps.append(AddVlan(nic, target, addr.vlan))
     steps.append(AddAddress(target, iface, nodad=iface.version == 6))
     steps.append(Announce(target, iface.ip, config.announce.count, config.announce.interval))
-    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network]
+    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network
+                  and (r.to, r.via) not in routes_done]
+    routes_done.update((r.to, r.via) for r in cfg_routes)
     for holder in holders:
         steps.append(DelAddress(holder, iface))
         for r in cfg_routes:
@@ -394,7 +412,8 @@ def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
 
 
 def _settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConfig, target: str,
-                  extra: tuple[str, ...], managed: frozenset[str]) -> tuple[Step, ...]:
+                  extra: tuple[str, ...], managed: frozenset[str],
+                  routes_done: set[tuple[IPNetwork, IPAddress | None]]) -> tuple[Step, ...]:
     """``addr`` is at home already: finish what a failback interrupted (a crash between its steps).
 
     Copies on other devices go, after the address is announced at home (clients may still hold
@@ -402,7 +421,10 @@ def _settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
     device come home. Nothing to do: ``()``.
     """
     iface = addr.address
-    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network]
+    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network
+                  and (r.to, r.via) not in routes_done]
+    if not extra and not cfg_routes:
+        return ()
 
     def own_route(dev: str, r: RouteConfig) -> bool:  # that device is configured with it too
         other = config.interfaces.get(dev)
@@ -411,14 +433,15 @@ def _settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
     strays = [(r, kr.ifname, kr.metric) for r in cfg_routes for kr in snapshot.routes
               if kr.dst == r.to and kr.gateway == r.via and kr.table == 254 and kr.ifname is not None
               and kr.ifname != target and kr.ifname in managed and not own_route(kr.ifname, r)]
+    missing = [r for r in cfg_routes
+               if not any(kr.dst == r.to and kr.ifname == target and kr.gateway == r.via for kr in snapshot.routes)]
+    routes_done.update((r.to, r.via) for r in cfg_routes)
     if not extra and not strays:
         return ()
     steps: list[Step] = [Announce(target, iface.ip, config.announce.count, config.announce.interval)]
     steps.extend(DelAddress(h, iface) for h in extra)
     steps.extend(DelRoute(r.to, dev, r.via, metric) for r, dev, metric in strays)
-    for r in cfg_routes:
-        if not any(kr.dst == r.to and kr.ifname == target and kr.gateway == r.via for kr in snapshot.routes):
-            steps.append(AddRoute(r.to, target, r.via, r.metric))
+    steps.extend(AddRoute(r.to, target, r.via, r.metric) for r in missing)
     steps.append(FlushNeighbours(iface.network))
     steps.append(FlushRouteCache(iface.version))
     return tuple(steps)
@@ -481,6 +504,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     names = candidates_for(config, failed)
     explicit = config.interfaces.get(failed) is not None and config.interfaces[failed].backups is not None
     macvlan_planned: dict[str, str] = {}  # survivor -> macvlan device planned on it
+    ledger = _RouteLedger()
 
     for home, addr in addresses_on(config, snapshot, failed):
         iface = addr.address
@@ -504,7 +528,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
             target = macvlan_name(failed_link, failed)
         else:
             target = chosen
-        steps = _move_steps(config, snapshot, home, addr, failed, chosen, target, failed_link)
+        steps = _move_steps(config, snapshot, home, addr, failed, chosen, target, failed_link, ledger)
         if addr.mac == "move" and addr.vlan is None:
             if chosen in macvlan_planned:  # the MAC already moves to this survivor: one macvlan serves
                 steps = tuple(s for s in steps if not isinstance(s, AddMacvlan))
@@ -540,13 +564,15 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         return Plan(nic, kind="failback")
     load = _Load(counts={n: _present_count(snapshot, n) for n in config.interfaces})
     emptied: dict[str, int] = {}
+    routes_done: set[tuple[IPNetwork, IPAddress | None]] = set()
     for addr in sorted(iface_cfg.addresses, key=lambda a: (a.address.version, a.address.ip)):
         iface = addr.address
         home_dev = _home_device(config, snapshot, nic, addr)
         holders = tuple(a.ifname for a in snapshot.where_is(iface.ip))
         if home_dev in holders:
             extra = tuple(h for h in holders if h != home_dev and h in managed)
-            steps: tuple[Step, ...] = _settle_steps(config, snapshot, nic, addr, home_dev, extra, managed)
+            steps: tuple[Step, ...] = _settle_steps(config, snapshot, nic, addr, home_dev, extra, managed,
+                                                    routes_done)
             if steps:
                 moves.append(Move(iface, nic, extra[0] if extra else home_dev, nic, home_dev, steps))
             continue
@@ -557,7 +583,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         if not cand.eligible:
             refusals.append(Refusal(iface, nic, holders[0] if holders else nic, (cand,)))
             continue
-        steps = _return_steps(config, snapshot, nic, addr, holders)
+        steps = _return_steps(config, snapshot, nic, addr, holders, routes_done)
         for h in holders:
             emptied[h] = emptied.get(h, 0) + 1
         load.counts[nic] = load.counts.get(nic, 0) + 1
