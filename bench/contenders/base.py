@@ -101,3 +101,32 @@ def read_step_log(path: Path, since: float) -> Timeline:
         if t >= since - 0.001:
             steps.append(Step(name=parts[1], t=t, detail=parts[2] if len(parts) > 2 else ""))
     return Timeline(steps=steps, source=str(path))
+
+
+class SingleGatewayMover:
+    """What every mover on the one lab gateway shares (the shell watcher, IPaddr2, ipshift).
+
+    Subclasses set ``self.lab`` (BenchLab), ``self.spec`` (MoveSpec) and ``self.group`` (ProcessGroup).
+    """
+
+    lab: BenchLab | None
+    spec: MoveSpec | None
+    group: ProcessGroup
+
+    def lab_spec(self, spec: MoveSpec) -> LabSpec:
+        return single_gateway_spec(spec)
+
+    def survivor_mac(self, lab: BenchLab) -> str:
+        return lab.lab.mac_of(self.spec.survivor if self.spec else "eth1")
+
+    def home_mac(self, lab: BenchLab) -> str:
+        return lab.lab.mac_of(self.spec.home if self.spec else "eth0")
+
+    def home_ok(self) -> bool:
+        assert self.lab is not None and self.spec is not None
+        home = self.lab.addrs_on(self.lab.gateway, self.spec.home)
+        away = self.lab.addrs_on(self.lab.gateway, self.spec.survivor)
+        return all(a in home and a not in away for a in self.spec.addresses)
+
+    def stop(self) -> None:
+        self.group.stop()

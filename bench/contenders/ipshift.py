@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from benchlab import REPO, BenchLab, LabSpec, wait_until
+from benchlab import REPO, BenchLab, wait_until
 from contenders import PROBE_TARGET, HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, MoveSpec, Step, Timeline
-from contenders.base import ProcessGroup, single_gateway_spec
+from contenders.base import ProcessGroup, SingleGatewayMover
 
 IPSHIFT = REPO / ".venv" / "bin" / "ipshift"
 
@@ -74,7 +74,7 @@ def build_config(spec: MoveSpec, workdir: Path) -> dict[str, Any]:
     return cfg
 
 
-class IpshiftContender:
+class IpshiftContender(SingleGatewayMover):
     name = "ipshift"
     label = "ipshift"
     failover_timeout = 3.0
@@ -103,15 +103,6 @@ class IpshiftContender:
                 why = lines[-1] if lines else f"exit {r.returncode}"
                 return f"`ipshift {sub} --socket` does not exist yet ({why})"
         return None
-
-    def lab_spec(self, spec: MoveSpec) -> LabSpec:
-        return single_gateway_spec(spec)
-
-    def survivor_mac(self, lab: BenchLab) -> str:
-        return lab.lab.mac_of(self.spec.survivor if self.spec else "eth1")
-
-    def home_mac(self, lab: BenchLab) -> str:
-        return lab.lab.mac_of(self.spec.home if self.spec else "eth0")
 
     def setup(self, lab: BenchLab, spec: MoveSpec) -> None:
         self.lab, self.spec = lab, spec
@@ -150,15 +141,6 @@ class IpshiftContender:
             return status is not None and bool(status.get("ready", True))
 
         return wait_until(ok, timeout, poll=0.1)
-
-    def home_ok(self) -> bool:
-        assert self.lab is not None and self.spec is not None
-        home = self.lab.addrs_on(self.lab.gateway, self.spec.home)
-        away = self.lab.addrs_on(self.lab.gateway, self.spec.survivor)
-        return all(a in home and a not in away for a in self.spec.addresses)
-
-    def stop(self) -> None:
-        self.group.stop()
 
     def steps(self, since: float) -> Timeline:
         """The daemon's record of the first failover/failback that started at or after ``since``."""

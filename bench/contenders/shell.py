@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchlab import BenchLab, LabSpec, wait_until
+from benchlab import BenchLab, wait_until
 from contenders import MoveSpec, Timeline
-from contenders.base import ProcessGroup, read_step_log, single_gateway_spec
+from contenders.base import ProcessGroup, SingleGatewayMover, read_step_log
 
 WATCH_SH = Path(__file__).resolve().parent / "watch.sh"
 MAX_LIFETIME_S = 4 * 3600
 
 
-class WatcherContender:
+class WatcherContender(SingleGatewayMover):
     """watch.sh in the gateway namespace; subclasses pick the mode."""
 
     name = "shell"
@@ -36,15 +36,6 @@ class WatcherContender:
         missing = [t for t in ("bash", "ip", "arping", "timeout") if shutil.which(t) is None]
         return f"missing {', '.join(missing)}" if missing else None
 
-    def lab_spec(self, spec: MoveSpec) -> LabSpec:
-        return single_gateway_spec(spec)
-
-    def survivor_mac(self, lab: BenchLab) -> str:
-        return lab.lab.mac_of(self.spec.survivor if self.spec else "eth1")
-
-    def home_mac(self, lab: BenchLab) -> str:
-        return lab.lab.mac_of(self.spec.home if self.spec else "eth0")
-
     def env(self) -> dict[str, str]:
         return {}
 
@@ -65,15 +56,6 @@ class WatcherContender:
 
     def ready(self, timeout: float = 10.0) -> bool:
         return wait_until(lambda: " ready " in self.log.read_text() or not self.group.alive(), timeout) and self.group.alive()
-
-    def home_ok(self) -> bool:
-        assert self.lab is not None and self.spec is not None
-        home = self.lab.addrs_on(self.lab.gateway, self.spec.home)
-        away = self.lab.addrs_on(self.lab.gateway, self.spec.survivor)
-        return all(a in home and a not in away for a in self.spec.addresses)
-
-    def stop(self) -> None:
-        self.group.stop()
 
     def steps(self, since: float) -> Timeline:
         return read_step_log(self.log, since)
