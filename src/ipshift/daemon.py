@@ -45,7 +45,7 @@ from ipshift import health as hl
 from ipshift.config import Config, ConfigError, load_config
 from ipshift.events import AddressEvent, LinkEvent, LinkGone, Resync
 from ipshift.model import Address, IPAddress, Link, Route, Snapshot
-from ipshift.plan import Move, Plan, converge, sysctl_warnings
+from ipshift.plan import Move, Plan, converge, managed_devices, sysctl_warnings
 from ipshift.steps import AddAddress, AddRoute, Announce, CheckConflict, DelAddress, DelRoute, Step
 
 log = logging.getLogger("ipshift.daemon")
@@ -841,7 +841,7 @@ class Daemon:
         from ipshift.steps import AddRoute
 
         view = self._view()
-        managed = self._managed_devices(view)
+        managed = managed_devices(self.config, view)
         present = {(kr.dst, kr.gateway) for kr in view.routes}
         for nic, iface in self.config.interfaces.items():
             for r in iface.routes:
@@ -857,15 +857,6 @@ class Daemon:
                     log.info("installed route %s via %s dev %s", r.to, r.via, dev)
                 else:
                     log.warning("cannot install route %s via %s: %s", r.to, r.via, sr.error)
-
-    def _managed_devices(self, view: Snapshot) -> set[str]:
-        names = set(self.config.interfaces)
-        for l in view.links:
-            if l.kind in ("macvlan", "vlan") and l.parent is not None:
-                p = view.link_by_index(l.parent)
-                if p is not None and p.name in names:
-                    names.add(l.name)
-        return names
 
     def _apply_sysctls(self) -> None:
         if self.config.sysctl == "manage":

@@ -478,7 +478,7 @@ def evaluate(config: Config, snapshot: Snapshot, addr: AddressConfig, nic: str,
     return Candidate(nic, tuple(failures))
 
 
-def _managed_devices(config: Config, snapshot: Snapshot) -> frozenset[str]:
+def managed_devices(config: Config, snapshot: Snapshot) -> frozenset[str]:
     names = set(config.interfaces)
     for link in snapshot.links:
         if link.kind in ("macvlan", "vlan") and link.parent is not None:
@@ -495,7 +495,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     conflicts = conflicts or {}
     unhealthy = dict(unhealthy or {})
     unhealthy.pop(failed, None)
-    managed = _managed_devices(config, snapshot)
+    managed = managed_devices(config, snapshot)
     failed_link = snapshot.link(failed)
     load = _Load(counts={n: _present_count(snapshot, n) for n in config.interfaces},
                  macs={n: len(snapshot.children(n, "macvlan")) for n in config.interfaces})
@@ -556,7 +556,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
     """
     unhealthy = dict(unhealthy or {})
     conflicts = conflicts or {}
-    managed = _managed_devices(config, snapshot)
+    managed = managed_devices(config, snapshot)
     moves: list[Move] = []
     refusals: list[Refusal] = []
     iface_cfg = config.interfaces.get(nic)
