@@ -37,7 +37,9 @@ PEER_PORT_INDEX = 300
 PEER_NIC_INDEX = 30
 # Set on the gateway on top of lab.py's arp_ignore=1 / arp_announce=2: without it the connected route of
 # the failed NIC (its base address stays) keeps winning for replies to the client after the move.
-GW_EXTRA_SYSCTLS = {f"net.ipv4.conf.{c}.ignore_routes_with_linkdown": "1" for c in ("all", "eth0", "eth1")}
+# The same for IPv6 (scenario (g)), where the failed NIC keeps its base address 2001:db8::10/64.
+GW_EXTRA_SYSCTLS = {f"net.{fam}.conf.{c}.ignore_routes_with_linkdown": "1"
+                    for fam in ("ipv4", "ipv6") for c in ("all", "eth0", "eth1")}
 SWITCH_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 
 
@@ -271,7 +273,7 @@ class BenchLab:
         return dt
 
     def addrs_on(self, ns: str, dev: str) -> set[str]:
-        out = self.run(ns, "ip", "-j", "-4", "addr", "show", "dev", dev).stdout
+        out = self.run(ns, "ip", "-j", "addr", "show", "dev", dev).stdout
         data = json.loads(out or "[]")
         return {f"{a['local']}/{a['prefixlen']}" for link in data for a in link.get("addr_info", [])}
 

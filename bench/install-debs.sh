@@ -3,7 +3,7 @@
 # probes call, installed with apt-get only when missing. bench/run.py runs it
 # first (skip with --no-install); run it by hand as root if you prefer.
 set -euo pipefail
-PKGS=(keepalived resource-agents iputils-arping tcpdump iproute2 gcc)
+PKGS=(keepalived resource-agents iputils-arping libndp-tools tcpdump iproute2 gcc)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

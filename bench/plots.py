@@ -10,6 +10,8 @@ SCEN_TITLES = {
     "b": "(b) carrier loss: first gratuitous ARP",
     "c": "(c) path loss: client outage",
     "d": "(d) failback: client outage",
+    "g": "(g) IPv6 carrier loss: client outage",
+    "g_announce": "(g) IPv6 carrier loss: first unsolicited NA",
 }
 
 
@@ -29,7 +31,7 @@ def outage_plot(results: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scens = [s for s in ("a", "b", "d", "c") if _samples(results, s)]
+    scens = [s for s in ("a", "b", "d", "c", "g", "g_announce") if _samples(results, s)]
     if not scens:
         return None
     ncols = min(2, len(scens))

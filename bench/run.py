@@ -5,8 +5,10 @@
 
 Scenarios (see bench/README.md): (a) carrier loss -> client traffic restored,
 (b) carrier loss -> first gratuitous ARP on the switch, (c) path loss with
-carrier up, (d) failback, (e) scale with the kernel floor, (f) idle cost.
-(a), (b) and (d) come from the same trials: fail, measure, restore, measure.
+carrier up, (d) failback, (e) scale with the kernel floor, (f) idle cost,
+(g) IPv6 carrier loss (the service address is 2001:db8::50/64).
+(a), (b) and (d) come from the same trials: fail, measure, restore, measure;
+(g) runs the same trials with the IPv6 address and reports beside (a) and (b).
 
 Writes bench/results/<date>.json and PNG plots beside it, and prints a
 Markdown table. Needs root. Every lab is deleted at the end, also on error,
@@ -36,11 +38,11 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import scenarios  # noqa: E402
 from benchlab import BenchLab, sysctls_set  # noqa: E402
-from contenders import Contender, MoveSpec, all_contenders, scale_spec  # noqa: E402
+from contenders import Contender, MoveSpec, all_contenders, ipv6_spec, scale_spec  # noqa: E402
 from ipshift.lab import unique_prefix  # noqa: E402
 from stats import fmt_seconds, ratio, summarize  # noqa: E402
 
-ALL_SCENARIOS = "abcdef"
+ALL_SCENARIOS = "abcdefg"
 SCALE_NS = (1, 100, 1000, 10_000)
 QUICK_SCALE_MAX = 1000  # --quick skips N=10,000 (the lab alone takes seconds to build)
 T = TypeVar("T")
@@ -158,10 +160,11 @@ class Runner:
         return gone
 
     # ----------------------------------------------------------------- scenarios
-    def cycles(self, trigger: str, scen_keys: str) -> dict[str, Any]:
-        """(a)/(b)/(d) for trigger 'carrier', (c) for 'path'."""
+    def cycles(self, trigger: str, scen_keys: str, spec: MoveSpec | None = None) -> dict[str, Any]:
+        """(a)/(b)/(d) for trigger 'carrier', (c) for 'path', (g) for 'carrier' with ``ipv6_spec()``."""
         plan = self.plan
         out: dict[str, Any] = {"contenders": {}, "trials": {}}
+        spec = spec or MoveSpec(probe=trigger == "path")
         for name, c in self.contenders.items():
             if name in self.unavailable:
                 out["contenders"][name] = {"status": f"not available: {self.unavailable[name]}"}
@@ -171,7 +174,6 @@ class Runner:
                 continue
             budget = plan.cycle_budget_s if trigger == "carrier" else plan.path_budget_s
             log(f"[{scen_keys}] {name}: up to {plan.trials} trials, budget {budget:.0f} s")
-            spec = MoveSpec(probe=trigger == "path")
             t0 = time.monotonic()
             try:
                 res = self.with_lab(c, spec, lambda lab: scenarios.run_cycles(
@@ -344,6 +346,26 @@ def timelines(raw_cycles: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def side_by_side(results: dict[str, Any]) -> list[str]:
+    """IPv4 (a)/(b) beside IPv6 (g): the median of each, per contender."""
+    sc = results["scenarios"]
+    if "g" not in sc or "a" not in sc:
+        return []
+
+    def med(scen: str, name: str) -> str:
+        e = sc.get(scen, {}).get("contenders", {}).get(name, {})
+        st = e.get("stats") or {}
+        return fmt_seconds(st["median"]) if st.get("n") else str(e.get("status", "-"))
+
+    lines = ["### carrier loss, IPv4 beside IPv6 (medians)", "",
+             "| contender | outage IPv4 (a) | outage IPv6 (g) | first announcement IPv4 (b) | first announcement IPv6 (g) |",
+             "|---|---|---|---|---|"]
+    for name in sc["g"]["contenders"]:
+        lines.append(f"| {results['contenders'][name]['label']} | {med('a', name)} | {med('g', name)} | "
+                     f"{med('b', name)} | {med('g_announce', name)} |")
+    return lines + [""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [f"## ipshift bench {results['date']} ({'quick' if results['quick'] else 'full'})", "",
@@ -355,8 +377,11 @@ def markdown(results: dict[str, Any]) -> str:
         "b": "(b) carrier loss -> first gratuitous ARP seen on the switch",
         "c": "(c) path loss, carrier up (peer detached from the bridge) -> client traffic restored",
         "d": "(d) failback: home NIC returns -> longest client gap",
+        "g": "(g) IPv6 carrier loss -> client ping6 restored (longest gap between replies; compare (a))",
+        "g_announce": "(g) IPv6 carrier loss -> first unsolicited neighbour advertisement seen on the switch "
+                      "(compare (b))",
     }
-    for scen in "abcd":
+    for scen in ("a", "b", "c", "d", "g", "g_announce"):
         entry = results["scenarios"].get(scen)
         if not entry:
             continue
@@ -378,6 +403,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {label} | {st['n']}{cens} | {fmt_seconds(st['min'])} | {fmt_seconds(st['median'])} | "
                          f"{fmt_seconds(st['p95'])} | {fmt_seconds(st['max'])} | {r} |")
         lines.append("")
+    lines += side_by_side(results)
     e = results["scenarios"].get("e")
     if e:
         ns = [str(n) for n in SCALE_NS]
@@ -421,7 +447,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = list(all_contenders())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="5 trials per scenario, short budgets (< 2 min)")
-    p.add_argument("--only", default=ALL_SCENARIOS, help="scenarios to run, e.g. a,b,d,e (default all)")
+    p.add_argument("--only", default=ALL_SCENARIOS, help="scenarios to run, e.g. a,b,d,e,g (default all)")
     p.add_argument("--contenders", default=",".join(names), help=f"comma-separated subset of {','.join(names)}")
     p.add_argument("--no-install", action="store_true", help="do not run bench/install-debs.sh")
     p.add_argument("--no-plots", action="store_true")
@@ -480,6 +506,12 @@ def main(argv: list[str] | None = None) -> int:
                     if scen in plan.scenarios:
                         summarize_cycles(results, "carrier", scen, fld, cens)
                 results["timelines"] = timelines(results["raw"]["carrier"])
+            log(f"-- {time.monotonic() - started:.0f} s")
+            if "g" in plan.scenarios:
+                results["raw"]["carrier6"] = runner.cycles("carrier", "g", ipv6_spec())
+                summarize_cycles(results, "carrier6", "g", "outage", "outage_censored")
+                summarize_cycles(results, "carrier6", "g_announce", "garp", "outage_censored")
+                results["timelines_ipv6"] = timelines(results["raw"]["carrier6"])
             log(f"-- {time.monotonic() - started:.0f} s")
             if "c" in plan.scenarios:
                 results["raw"]["path"] = runner.cycles("path", "c")

@@ -100,8 +100,8 @@ def run_cycles(
             if log:
                 log(f"  {contender.name}: time budget reached after {i} trials")
             break
-        if not wait_until(contender.home_ok, contender.failback_timeout + 5, poll=0.05):
-            raise RuntimeError(f"{contender.name}: addresses not back home before trial {i}")
+        if not wait_until(lambda: contender.home_ok() and contender.idle(), contender.failback_timeout + 5, poll=0.05):
+            raise RuntimeError(f"{contender.name}: addresses not back home (or still moving) before trial {i}")
         window = LEAD_S + contender.failover_timeout + contender.failback_timeout + 4 * TAIL_S + 5
         prober = lab.start_prober(target, interval=PROBE_INTERVAL, duration=window)
         try:

@@ -9,16 +9,18 @@ It does two things, both timestamped in CLOCK_MONOTONIC (``time.monotonic()``):
   in-process so that the instant of the trigger is known to a few
   microseconds instead of the 2-3 ms an ``ip`` process takes to start. Taking
   the peer of a veth down drops the carrier of the gateway's NIC.
-* **Capture.** An AF_PACKET socket with a BPF filter for ARP only (``--ifname``, default the
-  client's port ``cl0``: what leaves the switch towards the client) records
-  every gratuitous ARP (sender IP == target IP, request or reply) with the
-  kernel's receive timestamp (SO_TIMESTAMPNS, converted from CLOCK_REALTIME
+* **Capture.** An AF_PACKET socket with a BPF filter for ARP and ICMPv6
+  neighbour advertisements only (``--ifname``, default the client's port
+  ``cl0``: what leaves the switch towards the client) records every
+  announcement -- a gratuitous ARP (sender IP == target IP, request or reply)
+  or an unsolicited neighbour advertisement (solicited flag clear, override
+  flag set; the IPv6 counterpart) -- with the kernel's receive timestamp (SO_TIMESTAMPNS, converted from CLOCK_REALTIME
   at the moment of reading). For each (IP, sender MAC) the first sighting
   since the last ``arm`` is kept.
 
 Commands, one per line on stdin; each gets one JSON line on stdout:
 
-``arm``                  forget the gratuitous ARPs seen so far  -> {"t": now}
+``arm``                  forget the announcements seen so far    -> {"t": now}
 ``down IF`` / ``up IF``  trigger                                 -> {"t0": .., "t1": ..}
 ``count [MAC]``          distinct IPs announced since arm (by MAC) -> {"n": ..}
 ``first IP [MAC]``       first announcement of IP since arm      -> {"t": .. or null, "mac": ..}
@@ -44,12 +46,29 @@ import time
 from typing import Any
 
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
-# Classic BPF: ldh [12]; jeq #0x806, accept, drop. The socket is ETH_P_ALL because a
-# protocol-specific packet socket sees only incoming frames, and on the client's port
-# the announcements are outgoing.
-ARP_ONLY_BPF = [(0x28, 0, 0, 12), (0x15, 0, 1, ETH_P_ARP), (0x06, 0, 0, 0x40000), (0x06, 0, 0, 0)]
+IPPROTO_ICMPV6 = 58
+ND_NEIGHBOR_ADVERT = 136
+# Classic BPF, (code, jt, jf, k) with jumps relative to the next instruction:
+#   ldh [12]; jeq ARP -> accept; jeq IPv6 ?: drop; ldb [20] (next header); jeq ICMPv6 ?: drop;
+#   ldb [54] (ICMPv6 type); jeq NA ?: drop; accept; drop.
+# Neighbour advertisements carry no extension headers, so the fixed offsets hold. The socket is
+# ETH_P_ALL because a protocol-specific packet socket sees only incoming frames, and on the
+# client's port the announcements are outgoing.
+ANNOUNCE_BPF = [
+    (0x28, 0, 0, 12),
+    (0x15, 6, 0, ETH_P_ARP),
+    (0x15, 0, 6, ETH_P_IPV6),
+    (0x30, 0, 0, 20),
+    (0x15, 0, 4, IPPROTO_ICMPV6),
+    (0x30, 0, 0, 54),
+    (0x15, 0, 2, ND_NEIGHBOR_ADVERT),
+    (0x06, 0, 0, 0x40000),
+    (0x06, 0, 0, 0x40000),
+    (0x06, 0, 0, 0),
+]
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -70,6 +89,35 @@ def set_admin(ctl: socket.socket, ifname: str, up: bool) -> tuple[float, float]:
     return t0, t1
 
 
+def parse_announcement(frame: bytes) -> tuple[str, str] | None:
+    """(announced IP, announcing MAC) of a gratuitous ARP or an unsolicited NA, else None."""
+    if frame[12:14] == b"\x86\xdd":
+        return parse_unsolicited_na(frame)
+    return parse_garp(frame)
+
+
+def parse_unsolicited_na(frame: bytes) -> tuple[str, str] | None:
+    """(target, MAC) of an unsolicited neighbour advertisement: ICMPv6 type 136, hop limit 255,
+    solicited flag clear, override flag set. The MAC is the target link-layer address option's,
+    else the frame's source."""
+    if len(frame) < 78 or frame[12:14] != b"\x86\xdd" or frame[20] != IPPROTO_ICMPV6 or frame[21] != 255:
+        return None
+    icmp = frame[54:]
+    if icmp[0] != ND_NEIGHBOR_ADVERT or icmp[1] != 0:
+        return None
+    flags = icmp[4]
+    if flags & 0x40 or not flags & 0x20:  # S set (an answer to a solicitation) or O clear
+        return None
+    mac = frame[6:12]
+    opts = icmp[24:]
+    while len(opts) >= 8 and opts[1]:
+        if opts[0] == 2 and len(opts) >= 8:  # target link-layer address
+            mac = opts[2:8]
+            break
+        opts = opts[opts[1] * 8:]
+    return socket.inet_ntop(socket.AF_INET6, icmp[8:24]), ":".join(f"{b:02x}" for b in mac)
+
+
 def parse_garp(frame: bytes) -> tuple[str, str] | None:
     """(sender IP, sender MAC) of a gratuitous ARP frame, else None."""
     if len(frame) < 42 or frame[12:14] != b"\x08\x06":
@@ -87,8 +135,8 @@ def parse_garp(frame: bytes) -> tuple[str, str] | None:
 class Agent:
     def __init__(self, ifname: str) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self._bpf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in ARP_ONLY_BPF))
-        prog = struct.pack("HL", len(ARP_ONLY_BPF), ctypes.addressof(self._bpf))
+        self._bpf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in ANNOUNCE_BPF))
+        prog = struct.pack("HL", len(ANNOUNCE_BPF), ctypes.addressof(self._bpf))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
         self.sock.bind((ifname, ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -104,7 +152,7 @@ class Agent:
     def drain(self) -> None:
         while True:
             try:
-                data, anc, _flags, _addr = self.sock.recvmsg(128, 64)
+                data, anc, _flags, _addr = self.sock.recvmsg(256, 64)
             except BlockingIOError:
                 return
             now = time.monotonic()
@@ -116,7 +164,7 @@ class Agent:
                     if abs(tk - now) < 1.0:
                         t = tk
             self.frames += 1
-            garp = parse_garp(data)
+            garp = parse_announcement(data)
             if garp is not None and (garp not in self.first or t < self.first[garp]):
                 self.first[garp] = t
 
@@ -155,7 +203,7 @@ class Agent:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="switch agent: trigger + gratuitous ARP capture")
+    p = argparse.ArgumentParser(description="switch agent: trigger + announcement capture (gratuitous ARP, unsolicited NA)")
     p.add_argument("--ifname", default="cl0", help="switch port to capture on (default cl0)")
     p.add_argument("--duration", type=float, default=3600.0, help="exit after this many seconds")
     p.add_argument("--rt", type=int, default=0, metavar="PRIO", help="SCHED_FIFO priority (0: normal)")

@@ -24,6 +24,12 @@ PEER_BASE = "192.0.2.12/24"
 SERVICE_ADDR = "192.0.2.50/24"
 ROUTE_VIA = "192.0.2.1"
 PROBE_TARGET = "192.0.2.100"  # the client: on the far side of the switch
+# Scenario (g), IPv6 carrier loss: the same lab with 2001:db8::/64 beside 192.0.2.0/24.
+HOME_BASE6 = "2001:db8::10/64"
+SURVIVOR_BASE6 = "2001:db8::11/64"
+PEER_BASE6 = "2001:db8::12/64"
+SERVICE_ADDR6 = "2001:db8::50/64"
+CLIENT_ADDRS6 = ["192.0.2.100/24", "2001:db8::100/64"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,18 @@ class MoveSpec:
         return str(ipaddress.ip_interface(self.addresses[0]).ip)
 
     @property
+    def ipv6(self) -> bool:
+        """Does anything that moves have an IPv6 address? (The lab then gets 2001:db8::/64 too.)"""
+        return any(":" in a for a in self.addresses)
+
+    @property
     def ips(self) -> list[str]:
         return [str(ipaddress.ip_interface(a).ip) for a in self.addresses]
+
+
+def ipv6_spec() -> MoveSpec:
+    """Scenario (g): the service address is 2001:db8::50/64 instead of 192.0.2.50/24."""
+    return MoveSpec(addresses=(SERVICE_ADDR6,))
 
 
 SCALE_SUBNET = "198.18.0.0/16"
@@ -114,6 +130,9 @@ class Contender(Protocol):
 
     def home_ok(self) -> bool:
         """True when the moved addresses are at home (and only there)."""
+
+    def idle(self) -> bool:
+        """True when it is not in the middle of a move (a trial starts only then)."""
 
     def stop(self) -> None:
         """End every process it started (by PID / own process group); idempotent."""

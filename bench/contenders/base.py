@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from benchlab import BenchLab, LabSpec, end_process
-from contenders import HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, MoveSpec, Step, Timeline
+from contenders import (CLIENT_ADDRS6, HOME_BASE, HOME_BASE6, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, SURVIVOR_BASE6,
+                        MoveSpec, Step, Timeline)
 
 
 class ProcessGroup:
@@ -73,12 +74,18 @@ class ProcessGroup:
 def single_gateway_spec(spec: MoveSpec) -> LabSpec:
     """The gateway keeps its base addresses; the moved ones start on the home NIC."""
     survivor = [SURVIVOR_BASE] + ([SCALE_SURVIVOR_BASE] if any(a.startswith("198.18.") for a in spec.addresses) else [])
+    home = [HOME_BASE]
+    if spec.ipv6:  # each NIC keeps a base address on the IPv6 subnet too, like on the IPv4 one
+        home.append(HOME_BASE6)
+        survivor.append(SURVIVOR_BASE6)
+    spec_kw = {"client_addrs": list(CLIENT_ADDRS6)} if spec.ipv6 else {}
     return LabSpec(
         # Added in reverse, so the first address the movers take is a secondary and the subnet's
         # primary goes last: moving the primary first would make the kernel promote a secondary
         # (and rewrite the routes of all the others) at every delete.
-        gw_addrs={spec.home: [HOME_BASE, *reversed(spec.addresses)], spec.survivor: survivor},
+        gw_addrs={spec.home: [*home, *reversed(spec.addresses)], spec.survivor: survivor},
         routes=[f"{r} dev {spec.home}" for r in spec.routes],
+        **spec_kw,
     )
 
 
@@ -127,6 +134,9 @@ class SingleGatewayMover:
         home = self.lab.addrs_on(self.lab.gateway, self.spec.home)
         away = self.lab.addrs_on(self.lab.gateway, self.spec.survivor)
         return all(a in home and a not in away for a in self.spec.addresses)
+
+    def idle(self) -> bool:
+        return True
 
     def stop(self) -> None:
         self.group.stop()

@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from benchlab import REPO, BenchLab, wait_until
-from contenders import PROBE_TARGET, HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, MoveSpec, Step, Timeline
+from contenders import (PROBE_TARGET, HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, SURVIVOR_BASE6, MoveSpec, Step,
+                        Timeline)
 from contenders.base import ProcessGroup, SingleGatewayMover
 
 IPSHIFT = REPO / ".venv" / "bin" / "ipshift"
@@ -50,6 +51,8 @@ def build_config(spec: MoveSpec, workdir: Path) -> dict[str, Any]:
         addrs.insert(0, HOME_BASE)
     home: dict[str, Any] = {"addresses": addrs, "backups": [spec.survivor]}
     survivor = [SURVIVOR_BASE] + ([SCALE_SURVIVOR_BASE] if any(a.startswith("198.18.") for a in spec.addresses) else [])
+    if spec.ipv6:
+        survivor.append(SURVIVOR_BASE6)
     if spec.routes:
         routes = []
         for r in spec.routes:

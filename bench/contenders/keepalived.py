@@ -19,7 +19,8 @@ import shutil
 from pathlib import Path
 
 from benchlab import PEER_MAC, BenchLab, LabSpec, wait_until
-from contenders import HOME_BASE, PEER_BASE, SURVIVOR_BASE, MoveSpec, Timeline
+from contenders import (CLIENT_ADDRS6, HOME_BASE, HOME_BASE6, PEER_BASE, PEER_BASE6, SURVIVOR_BASE, SURVIVOR_BASE6,
+                        MoveSpec, Timeline)
 from contenders.base import ProcessGroup
 
 CONF = """\
@@ -37,6 +38,9 @@ vrrp_instance VI_BENCH {{
     advert_int {advert}
     virtual_ipaddress {{
 {vips}
+    }}
+    virtual_ipaddress_excluded {{
+{evips}
     }}
 }}
 """
@@ -66,6 +70,11 @@ class KeepalivedContender:
     def lab_spec(self, spec: MoveSpec) -> LabSpec:
         if spec.routes:
             raise ValueError("the keepalived contender moves addresses only (no virtual_routes)")
+        if spec.ipv6:
+            return LabSpec(
+                gw_addrs={spec.home: [HOME_BASE, HOME_BASE6], spec.survivor: [SURVIVOR_BASE, SURVIVOR_BASE6]},
+                peer_gateway_addrs=[PEER_BASE, PEER_BASE6], client_addrs=list(CLIENT_ADDRS6),
+            )
         return LabSpec(
             gw_addrs={spec.home: [HOME_BASE], spec.survivor: [SURVIVOR_BASE]},
             peer_gateway_addrs=[PEER_BASE],
@@ -79,14 +88,28 @@ class KeepalivedContender:
 
     def _conf(self, router_id: str, state: str, priority: int) -> str:
         assert self.spec is not None
-        vips = "\n".join(f"        {a} dev eth0" for a in self.spec.addresses)
+        # VRRPv3 runs over IPv6 when its addresses are IPv6 (adverts from the link-local address to
+        # ff02::12). VRRPv2 is IPv4 only: there an IPv6 address is an "excluded" VIP of the instance
+        # (keepalived moves it with the instance and announces it with unsolicited NAs).
+        inline = [a for a in self.spec.addresses if self.version == 3 or ":" not in a]
+        vips = "\n".join(f"        {a} dev eth0" for a in inline)
+        evips = "\n".join(f"        {a} dev eth0" for a in self.spec.addresses if a not in inline)
         return CONF.format(router_id=router_id, version=self.version, state=state, priority=priority,
-                           advert=self.advert, vips=vips)
+                           advert=self.advert, vips=vips, evips=evips)
 
     def setup(self, lab: BenchLab, spec: MoveSpec) -> None:
         if spec.home != "eth0":
             raise ValueError("the keepalived contender expects the home NIC to be eth0")
         self.lab, self.spec = lab, spec
+        if spec.ipv6 and self.version == 3:
+            # VRRPv3 over IPv6 sends from the link-local address, which the kernel cannot use while
+            # it is tentative (the first second of a new link): sends fail with EINVAL until then.
+            def settled() -> bool:
+                return all("tentative" not in lab.run(ns, "ip", "-6", "-o", "addr", "show", "dev", "eth0").stdout
+                           for ns in (lab.gateway, lab.peer or ""))
+
+            if not wait_until(settled, 5.0, poll=0.05):
+                raise RuntimeError("link-local addresses still tentative after 5 s")
         (self.workdir / "gw.conf").write_text(self._conf("ipsb_gw", "MASTER", 150))
         (self.workdir / "peer.conf").write_text(self._conf("ipsb_peer", "BACKUP", 100))
 
@@ -111,6 +134,9 @@ class KeepalivedContender:
 
     def ready(self, timeout: float = 10.0) -> bool:
         return wait_until(lambda: self.group.alive() and self.home_ok(), timeout, poll=0.05)
+
+    def idle(self) -> bool:
+        return True
 
     def stop(self) -> None:
         self.group.stop()

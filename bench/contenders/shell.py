@@ -1,4 +1,5 @@
-"""The shell baseline: an `ip monitor link` watcher doing `ip addr del/add` + `arping -U`."""
+"""The shell baseline: an `ip monitor link` watcher doing `ip addr del/add` + `arping -U`
+(IPv6: `ip addr add ... nodad` + `ndptool -U`, an unsolicited neighbour advertisement)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class WatcherContender(SingleGatewayMover):
     def unavailable(self) -> str | None:
         import shutil
 
-        missing = [t for t in ("bash", "ip", "arping", "timeout") if shutil.which(t) is None]
+        missing = [t for t in ("bash", "ip", "arping", "ndptool", "timeout") if shutil.which(t) is None]
         return f"missing {', '.join(missing)}" if missing else None
 
     def env(self) -> dict[str, str]:
@@ -56,6 +57,18 @@ class WatcherContender(SingleGatewayMover):
 
     def ready(self, timeout: float = 10.0) -> bool:
         return wait_until(lambda: " ready " in self.log.read_text() or not self.group.alive(), timeout) and self.group.alive()
+
+    def idle(self) -> bool:
+        """The watcher moves one direction at a time: idle once its last move logged "done".
+
+        (IPaddr2's start of an IPv6 address returns only after its foreground send_ua, about 1 s:
+        a trial started earlier would queue behind the previous failback.)"""
+        lines = [line.split(" ", 2) for line in self.log.read_text().splitlines() if line.strip()]
+        if not lines:
+            return False
+        last = lines[-1]
+        event = last[1] if len(last) > 1 else ""
+        return event in ("ready", "done") or (event == "detect" and "no failback" in last[-1])
 
     def steps(self, since: float) -> Timeline:
         return read_step_log(self.log, since)

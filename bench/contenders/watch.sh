@@ -4,8 +4,10 @@
 # Run it inside the gateway's namespace:
 #   watch.sh MODE HOME SURVIVOR ADDRFILE ROUTEFILE LOGFILE FAILBACK MAXSECONDS
 #
-#   MODE      ip       `ip addr del` on HOME, `ip addr add` on SURVIVOR, `arping -U` (background)
+#   MODE      ip       `ip addr del` on HOME, `ip addr add` on SURVIVOR, `arping -U` (background);
+#                      IPv6: `ip addr add ... nodad` and `ndptool -U` (libndp-tools: unsolicited NA, background)
 #             ipaddr2  IPaddr2 stop (nic=HOME), IPaddr2 start (nic=SURVIVOR); IPaddr2 announces
+#                      (IPv6: with nodad=true, else it waits for the kernel's DAD before announcing)
 #   ADDRFILE  one ADDRESS/PREFIX a line: the addresses that live on HOME
 #   ROUTEFILE one route a line without its device ("198.19.0.0/32 via 192.0.2.1"); may be empty
 #   LOGFILE   step log: "EPOCHREALTIME event detail" lines (CLOCK_REALTIME seconds)
@@ -27,21 +29,28 @@ routes=()
 [ -s "$routefile" ] && mapfile -t routes <"$routefile"
 
 move_one() {  # address from to
-  local a=$1 from=$2 to=$3 ip=${1%/*} plen=${1#*/}
+  local a=$1 from=$2 to=$3 ip=${1%/*} plen=${1#*/} nodad=false
+  [[ $ip == *:* ]] && nodad=true
   if [ "$mode" = ipaddr2 ]; then
     OCF_RESOURCE_INSTANCE="vip-$ip" OCF_RESKEY_ip=$ip OCF_RESKEY_cidr_netmask=$plen OCF_RESKEY_nic=$from \
       "$RA" stop >/dev/null 2>&1
     log del "$a"
     OCF_RESOURCE_INSTANCE="vip-$ip" OCF_RESKEY_ip=$ip OCF_RESKEY_cidr_netmask=$plen OCF_RESKEY_nic=$to \
-      "$RA" start >/dev/null 2>&1
+      OCF_RESKEY_nodad=$nodad "$RA" start >/dev/null 2>&1
     log add "$a"
     log announce "$a"   # IPaddr2 start has launched send_arp by the time it returns
   else
     ip addr del "$a" dev "$from" 2>/dev/null
     log del "$a"
-    ip addr add "$a" dev "$to"
-    log add "$a"
-    arping -q -U -c 1 -I "$to" -s "$ip" "$ip" </dev/null >/dev/null 2>&1 &
+    if [ "$nodad" = true ]; then
+      ip addr add "$a" dev "$to" nodad
+      log add "$a"
+      ndptool -t na -U -i "$to" -T "$ip" send </dev/null >/dev/null 2>&1 &
+    else
+      ip addr add "$a" dev "$to"
+      log add "$a"
+      arping -q -U -c 1 -I "$to" -s "$ip" "$ip" </dev/null >/dev/null 2>&1 &
+    fi
     log announce "$a"
   fi
 }
