@@ -133,6 +133,8 @@ class Snapshot:
     _by_ip: dict[IPAddress, tuple[Address, ...]] | None = field(default=None, init=False, compare=False, repr=False)
     _by_dev: dict[str, tuple[Address, ...]] | None = field(default=None, init=False, compare=False, repr=False)
     _by_name: dict[str, Link] | None = field(default=None, init=False, compare=False, repr=False)
+    _by_route: dict[tuple[IPNetwork, IPAddress | None], tuple[Route, ...]] | None = field(
+        default=None, init=False, compare=False, repr=False)
 
     def _index(self) -> None:
         by_ip: dict[IPAddress, list[Address]] = {}
@@ -168,6 +170,20 @@ class Snapshot:
             self._index()
         assert self._by_ip is not None
         return self._by_ip.get(ip, ())
+
+    def routes_to(self, dst: IPNetwork, gateway: IPAddress | None) -> tuple[Route, ...]:
+        """The routes to ``dst`` through ``gateway`` (any device, any table)."""
+        if self._by_route is None:
+            by_route: dict[tuple[IPNetwork, IPAddress | None], list[Route]] = {}
+            for r in self.routes:
+                by_route.setdefault((r.dst, r.gateway), []).append(r)
+            object.__setattr__(self, "_by_route", {k: tuple(v) for k, v in by_route.items()})
+        assert self._by_route is not None
+        return self._by_route.get((dst, gateway), ())
+
+    def has_route(self, dst: IPNetwork, ifname: str, gateway: IPAddress | None) -> bool:
+        """Is there a route to ``dst`` through ``gateway`` on ``ifname``?"""
+        return any(r.ifname == ifname for r in self.routes_to(dst, gateway))
 
     def sysctl(self, ifname: str) -> LinkSysctls:
         return self.sysctls.get(ifname, LinkSysctls())

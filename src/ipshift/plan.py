@@ -358,7 +358,7 @@ def _move_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressConf
         ledger.routes.update((dst, via) for dst, via, _ in routes)
         ledger.subnets.add((iface.network, home, source))
     for dst, via, metric in routes:
-        if any(kr.dst == dst and kr.ifname == (holding or source) and kr.gateway == via for kr in snapshot.routes):
+        if snapshot.has_route(dst, holding or source, via):
             steps.append(DelRoute(dst, holding or source, via, metric))
     steps.append(DelNeighbours(source, iface.network))
     for dst, via, metric in routes:
@@ -377,8 +377,30 @@ def _home_device(config: Config, snapshot: Snapshot, nic: str, addr: AddressConf
     return nic
 
 
+@dataclass(slots=True)
+class _RouteBook:
+    """A failback plan's configured routes, by the subnet of their gateway; each is handed out once.
+
+    Looked up once per (NIC, subnet), not once per address: with thousands of addresses on a
+    subnet and hundreds of routes, a scan per address was most of the planning time."""
+
+    config: Config
+    done: set[tuple[IPNetwork, IPAddress | None]] = field(default_factory=set)
+    seen: set[tuple[str, IPNetwork]] = field(default_factory=set)
+
+    def take(self, nic: str, network: IPNetwork) -> list[RouteConfig]:
+        """``nic``'s configured routes with a gateway on ``network`` not handed out before."""
+        if (nic, network) in self.seen:
+            return []
+        self.seen.add((nic, network))
+        routes = [r for r in self.config.interfaces[nic].routes
+                  if r.via is not None and r.via in network and (r.to, r.via) not in self.done]
+        self.done.update((r.to, r.via) for r in routes)
+        return routes
+
+
 def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConfig,
-                  holders: tuple[str, ...], routes_done: set[tuple[IPNetwork, IPAddress | None]]) -> tuple[Step, ...]:
+                  holders: tuple[str, ...], book: _RouteBook) -> tuple[Step, ...]:
     """Bring ``addr`` home to ``nic`` (failback, or first placement when it is nowhere).
 
     Make-before-break: the address is added and announced at home before it is
@@ -394,16 +416,14 @@ def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
         steps.append(AddVlan(nic, target, addr.vlan))
     steps.append(AddAddress(target, iface, nodad=iface.version == 6))
     steps.append(Announce(target, iface.ip, config.announce.count, config.announce.interval))
-    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network
-                  and (r.to, r.via) not in routes_done]
-    routes_done.update((r.to, r.via) for r in cfg_routes)
+    cfg_routes = book.take(nic, iface.network)
     for holder in holders:
         steps.append(DelAddress(holder, iface))
         for r in cfg_routes:
-            if any(kr.dst == r.to and kr.ifname == holder and kr.gateway == r.via for kr in snapshot.routes):
+            if snapshot.has_route(r.to, holder, r.via):
                 steps.append(DelRoute(r.to, holder, r.via, r.metric))
     for r in cfg_routes:
-        if not any(kr.dst == r.to and kr.ifname == target and kr.gateway == r.via for kr in snapshot.routes):
+        if not snapshot.has_route(r.to, target, r.via):
             steps.append(AddRoute(r.to, target, r.via, r.metric))
     if holders:
         steps.append(FlushNeighbours(iface.network))
@@ -412,8 +432,7 @@ def _return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
 
 
 def _settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConfig, target: str,
-                  extra: tuple[str, ...], managed: frozenset[str],
-                  routes_done: set[tuple[IPNetwork, IPAddress | None]]) -> tuple[Step, ...]:
+                  extra: tuple[str, ...], managed: frozenset[str], book: _RouteBook) -> tuple[Step, ...]:
     """``addr`` is at home already: finish what a failback interrupted (a crash between its steps).
 
     Copies on other devices go, after the address is announced at home (clients may still hold
@@ -421,8 +440,7 @@ def _settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
     device come home. Nothing to do: ``()``.
     """
     iface = addr.address
-    cfg_routes = [r for r in config.interfaces[nic].routes if r.via is not None and r.via in iface.network
-                  and (r.to, r.via) not in routes_done]
+    cfg_routes = book.take(nic, iface.network)
     if not extra and not cfg_routes:
         return ()
 
@@ -430,12 +448,10 @@ def _settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressCon
         other = config.interfaces.get(dev)
         return other is not None and any(o.to == r.to and o.via == r.via for o in other.routes)
 
-    strays = [(r, kr.ifname, kr.metric) for r in cfg_routes for kr in snapshot.routes
-              if kr.dst == r.to and kr.gateway == r.via and kr.table == 254 and kr.ifname is not None
+    strays = [(r, kr.ifname, kr.metric) for r in cfg_routes for kr in snapshot.routes_to(r.to, r.via)
+              if kr.table == 254 and kr.ifname is not None
               and kr.ifname != target and kr.ifname in managed and not own_route(kr.ifname, r)]
-    missing = [r for r in cfg_routes
-               if not any(kr.dst == r.to and kr.ifname == target and kr.gateway == r.via for kr in snapshot.routes)]
-    routes_done.update((r.to, r.via) for r in cfg_routes)
+    missing = [r for r in cfg_routes if not snapshot.has_route(r.to, target, r.via)]
     if not extra and not strays:
         return ()
     steps: list[Step] = [Announce(target, iface.ip, config.announce.count, config.announce.interval)]
@@ -564,7 +580,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         return Plan(nic, kind="failback")
     load = _Load(counts={n: _present_count(snapshot, n) for n in config.interfaces})
     emptied: dict[str, int] = {}
-    routes_done: set[tuple[IPNetwork, IPAddress | None]] = set()
+    book = _RouteBook(config)
     for addr in sorted(iface_cfg.addresses, key=lambda a: (a.address.version, a.address.ip)):
         iface = addr.address
         home_dev = _home_device(config, snapshot, nic, addr)
@@ -572,7 +588,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         if home_dev in holders:
             extra = tuple(h for h in holders if h != home_dev and h in managed)
             steps: tuple[Step, ...] = _settle_steps(config, snapshot, nic, addr, home_dev, extra, managed,
-                                                    routes_done)
+                                                    book)
             if steps:
                 moves.append(Move(iface, nic, extra[0] if extra else home_dev, nic, home_dev, steps))
             continue
@@ -583,7 +599,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         if not cand.eligible:
             refusals.append(Refusal(iface, nic, holders[0] if holders else nic, (cand,)))
             continue
-        steps = _return_steps(config, snapshot, nic, addr, holders, routes_done)
+        steps = _return_steps(config, snapshot, nic, addr, holders, book)
         for h in holders:
             emptied[h] = emptied.get(h, 0) + 1
         load.counts[nic] = load.counts.get(nic, 0) + 1
