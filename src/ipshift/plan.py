@@ -37,7 +37,7 @@ depends on the order of keys in the configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ipshift.config import AddressConfig, Config, RouteConfig
 from ipshift.model import Address, IPAddress, IPInterface, IPNetwork, Link, Snapshot
@@ -125,6 +125,8 @@ class _Load:
 
     counts: dict[str, int] = field(default_factory=dict)
     macs: dict[str, int] = field(default_factory=dict)
+    # the distinct subnets of (NIC, VLAN), read once per run: config and snapshot do not change in it
+    subnets: dict[tuple[str, int | None], tuple[IPNetwork, ...]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- what moves
@@ -171,8 +173,16 @@ def _is_managed_address(a: Address) -> bool:
     return not (a.ip.version == 6 and a.ip.is_link_local)
 
 
-def _survivor_networks(config: Config, snapshot: Snapshot, nic: str, vlan: int | None) -> list[IPInterface]:
-    """The subnets ``nic`` is on for ``vlan`` (None: untagged), from config and kernel."""
+def _survivor_networks(config: Config, snapshot: Snapshot, nic: str, vlan: int | None,
+                       load: _Load) -> tuple[IPNetwork, ...]:
+    """The distinct subnets ``nic`` is on for ``vlan`` (None: untagged), from config and kernel."""
+    key = (nic, vlan)
+    if key not in load.subnets:
+        load.subnets[key] = tuple(dict.fromkeys(i.network for i in _survivor_interfaces(config, snapshot, nic, vlan)))
+    return load.subnets[key]
+
+
+def _survivor_interfaces(config: Config, snapshot: Snapshot, nic: str, vlan: int | None) -> list[IPInterface]:
     nets: list[IPInterface] = []
     iface_cfg = config.interfaces.get(nic)
     if iface_cfg is not None:
@@ -188,16 +198,16 @@ def _survivor_networks(config: Config, snapshot: Snapshot, nic: str, vlan: int |
     return nets
 
 
-def _check_network(iface: IPInterface, nets: list[IPInterface], nic: str, vlan: int | None) -> list[Failure]:
+def _check_network(iface: IPInterface, nets: Sequence[IPNetwork], nic: str, vlan: int | None) -> list[Failure]:
     same_family = [n for n in nets if n.version == iface.version]
     where = f"{nic}" if vlan is None else f"VLAN {vlan} of {nic}"
     failures: list[Failure] = []
-    if not any(n.network.overlaps(iface.network) for n in same_family):
-        have = ", ".join(sorted({str(n.network) for n in same_family})) or f"no IPv{iface.version} address"
+    if not any(n.overlaps(iface.network) for n in same_family):
+        have = ", ".join(sorted({str(n) for n in same_family})) or f"no IPv{iface.version} address"
         failures.append(Failure("same-network",
                                 f"{where} is not on the network of {iface.network} (it has {have})"))
-    if not any(n.network == iface.network for n in same_family):
-        have = ", ".join(sorted({str(n.network) for n in same_family})) or f"no IPv{iface.version} subnet"
+    if iface.network not in same_family:
+        have = ", ".join(sorted({str(n) for n in same_family})) or f"no IPv{iface.version} subnet"
         failures.append(Failure("same-subnet",
                                 f"{where} is not on subnet {iface.network} (it has {have})"))
     return failures
@@ -483,7 +493,7 @@ def evaluate(config: Config, snapshot: Snapshot, addr: AddressConfig, nic: str,
     failures: list[Failure] = []
     trunked = addr.vlan is not None and nic in config.interfaces and addr.vlan in (config.interfaces[nic].vlans or ())
     if not trunked:  # a NIC that declares VLAN N carries VLAN N's network, whatever addresses it has on it
-        failures += _check_network(iface, _survivor_networks(config, snapshot, nic, addr.vlan), nic, addr.vlan)
+        failures += _check_network(iface, _survivor_networks(config, snapshot, nic, addr.vlan, load), nic, addr.vlan)
     failures += _check_health(link, nic, unhealthy)
     failures += _check_capacity(config, snapshot, nic, iface, load)
     if addr.mac == "move":
