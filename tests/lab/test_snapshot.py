@@ -380,3 +380,25 @@ def test_lab_with_physical_nic_carrier_delay(make_lab: Callable[..., Lab]) -> No
     s = snap_when(lab, lambda x: connected(x, "eth1").linkdown, "linkdown on eth1")
     eth1 = s.link("eth1")
     assert eth1 is not None and not eth1.carrier
+
+
+def test_route_dump_of_one_table_and_device_leaves_out_the_rest(lab: Lab) -> None:
+    """``batch.dump_routes``: the kernel filters by table and device; the local table's thousands
+    of routes (one per address) and other tables stay out."""
+    from ipshift.kernel import batch as nb
+    from ipshift.kernel.netns import call_in_netns
+    from ipshift.kernel.snapshot import routes_from_msg
+
+    script = "".join(f"addr add 198.18.0.{i}/16 dev eth1\n" for i in range(1, 201))
+    script += "route add 198.51.100.0/24 via 192.0.2.1 dev eth0\n"
+    script += "route add 203.0.113.0/24 via 192.0.2.1 dev eth0 table 100\n"
+    script += "route add 203.0.113.0/25 via 192.0.2.1 dev eth1\n"
+    subprocess.run(["ip", "-n", lab.gateway, "-batch", "-"], input=script, text=True, check=True)
+    idx = lab.ifindex_of("eth0")
+    msgs = call_in_netns(lab.gateway, lambda: nb.dump_routes(2, 254, idx))
+    names = {idx: "eth0"}
+    got = sorted(str(r.dst) for m in msgs for r in routes_from_msg(m, names))
+    assert got == ["192.0.2.0/24", "198.51.100.0/24"]
+    assert len(msgs) == 2  # filtered by the kernel, not after decoding
+    msgs = call_in_netns(lab.gateway, lambda: nb.dump_routes(2, 100, idx))
+    assert sorted(str(r.dst) for m in msgs for r in routes_from_msg(m, names, table=100)) == ["203.0.113.0/24"]

@@ -443,12 +443,12 @@ class Executor:
             idx = await self._ifindex(ifname)
         except LookupError:
             return
+        from ipshift.kernel import batch as nb
         from ipshift.kernel.snapshot import routes_from_msg
 
         saved = self.demoted.setdefault(ifname, [])
         for family in (AF_INET, AF_INET6):
-            msgs = await self._dump(self.ipr.get_routes(family=family, table=RT_TABLE_MAIN))
-            for msg in msgs:
+            for msg in nb.dump_routes(family, RT_TABLE_MAIN, idx):
                 for r in routes_from_msg(msg, {idx: ifname}):
                     if r.ifname != ifname or r.type != "unicast":
                         continue

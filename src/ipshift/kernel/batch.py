@@ -19,16 +19,25 @@ encoding per message. Answers are read as the fixed ``nlmsgerr`` header (the
 socket asks for capped acks, ``NETLINK_CAP_ACK``), 20 bytes each.
 
 Requests are sent in chunks so the answers always fit the receive buffer.
+
+:func:`dump_routes` reads the routes of one table through one device with the
+kernel doing the filtering (``NETLINK_GET_STRICT_CHK``): without it a route dump
+returns every route of every table -- with 10,000 addresses, 20,000 local and
+broadcast routes for pyroute2 to decode (about 0.4 s) to find the few through
+one NIC.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from ipshift.model import IPAddress, IPInterface, IPNetwork
@@ -39,6 +48,10 @@ SOL_NETLINK = 270
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NETLINK_GET_STRICT_CHK = 12
+RTM_GETROUTE = 26
+NLM_F_DUMP = 0x300
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
 IFA_F_NODAD = 0x02
@@ -185,3 +198,51 @@ def routes(batch: NetlinkBatch, add: bool,
             t = cache[key] = route_template(add, index, dst, via, metric)
         reqs.append((t, dst.network_address.packed))
     return batch.run(reqs)
+
+
+def dump_routes(family: int, table: int, oif: int) -> list[Any]:
+    """The ``RTM_NEWROUTE`` messages (decoded by pyroute2) of ``table`` through device ``oif``.
+
+    The kernel filters when it supports strict checking (Linux 4.20 and later); an older one
+    sends every route, which the caller filters anyway (``routes_from_msg`` keeps one table,
+    the caller one device). Blocking, on a socket of its own in the caller's namespace.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    try:
+        try:
+            sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        except OSError:
+            pass
+        sock.bind((0, 0))
+        sock.settimeout(5.0)
+        req = rtmsg()
+        req["header"]["type"] = RTM_GETROUTE
+        req["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        req["header"]["seq"] = 1
+        req["family"] = family
+        req["table"] = table if table < 256 else 0
+        req["attrs"] = [["RTA_OIF", oif]] + ([["RTA_TABLE", table]] if table >= 256 else [])
+        req.encode()
+        sock.send(bytes(req.data))
+        marshal = MarshalRtnl()
+        found: list[Any] = []
+        while True:
+            data = sock.recv(1 << 16)
+            off = 0
+            done = False
+            while off + _HDR.size <= len(data):
+                length, mtype, _flags, _seq, _pid = _HDR.unpack_from(data, off)
+                if length < _HDR.size:
+                    break
+                if mtype == NLMSG_DONE:
+                    done = True
+                elif mtype == NLMSG_ERROR:
+                    (err,) = _ERR.unpack_from(data, off + _HDR.size)
+                    if err:
+                        raise OSError(-err, f"route dump: {os.strerror(-err)}")
+                off += (length + 3) & ~3
+            found.extend(m for m in marshal.parse(data) if m["header"]["type"] == RTM_NEWROUTE)
+            if done:
+                return found
+    finally:
+        sock.close()
