@@ -494,6 +494,7 @@ class Daemon:
                 # what start-up built lives as long as the daemon: keep it out of later collections
                 gc.freeze()
                 first = False
+                self.ready.set()
 
     async def _converge_round(self) -> None:
         if self._reload:
@@ -979,6 +980,7 @@ class Daemon:
             }
         return {
             "pid": os.getpid(),
+            "ready": self.ready.is_set(),  # the start-up convergence is done
             "config": self.config_path,
             "failback": self.config.failback.mode,
             "nics": nics,

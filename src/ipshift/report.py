@@ -147,6 +147,8 @@ def record_text(rec: dict[str, Any]) -> str:
 
 def status_text(status: dict[str, Any]) -> str:
     out = [f"ipshift (pid {status.get('pid')}), config {status.get('config')}, failback {status.get('failback')}"]
+    if status.get("ready") is False:
+        out.append("starting: still converging to the configured placement")
     out.append("")
     out.append("NICs:")
     for nic, n in status.get("nics", {}).items():

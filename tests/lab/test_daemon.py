@@ -96,9 +96,13 @@ def test_status_json_and_clean_exit_leave_addresses(
         make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
     lab = make_lab()
     d = make_daemon(lab, cfg())
+    # "ready" once the start-up convergence is done (the text says so until then)
+    d.wait_for(lambda s: s["ready"] is True, timeout=5.0, what="ready")
+    assert "starting" not in d.cli("status").stdout
     r = d.cli("status", "--json")
     assert r.returncode == 0
     st = json.loads(r.stdout)
+    assert st["ready"] is True
     assert st["nics"]["eth0"]["state"] == "up" and on(st, ETH0_ADDR) == ["eth0"]
     lab.fail_nic("eth0")
     d.wait_for(lambda s: on(s, ETH0_ADDR) == ["eth1"], timeout=1.0)
