@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ipshift.model import IPAddress, IPInterface, IPNetwork
 
@@ -147,6 +147,22 @@ class ProbeConfig(_Strict):
     misses: int = Field(default=3, ge=1)
     rises: int = Field(default=2, ge=1)
     mode: Literal["any", "all"] = "any"
+    # how long a round waits for its replies; default half the interval, so that on average a dead
+    # path is declared failed misses x interval after it died
+    timeout: Duration | None = None
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_within_interval(cls, v: float | None, info: ValidationInfo) -> float | None:
+        interval = info.data.get("interval")
+        if v is not None and interval is not None and v > interval:
+            raise ValueError(f"must not be longer than the interval ({interval * 1000:g} ms): "
+                             "a round ends when the next one starts")
+        return v
+
+    @property
+    def reply_timeout(self) -> float:
+        return self.timeout if self.timeout is not None else self.interval / 2
 
 
 class DetectConfig(_Strict):

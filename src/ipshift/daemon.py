@@ -399,7 +399,7 @@ class Daemon:
             self.path.clear()
             return
         self.prober = PathProber(probe.targets, probe.interval, probe.misses, probe.rises, probe.mode,
-                                 self._on_path, self._probe_source)
+                                 self._on_path, self._probe_source, timeout=probe.reply_timeout)
         for nic in self.config.interfaces:
             link = self.links.get(nic)
             if link is not None and link.mac:

@@ -9,8 +9,13 @@ target**, answers **our** request (addressed to that NIC's MAC) -- the lesson
 of the bonding driver's ``arp_validate``: replies seen on another NIC, or
 from hosts that are not targets, prove nothing about this NIC's path.
 
-When the next round starts, the previous one is judged: answered (``any``:
-at least one target replied; ``all``: every target did) or not. The pure
+A round is judged ``timeout`` after its requests left (default half the
+interval, at most the interval): answered (``any``: at least one target
+replied in that window; ``all``: every target did) or not. A reply that comes
+later does not count. With the default window a path that dies is declared
+failed, on average, ``misses x interval`` after it died: the round under way
+then may still have been answered, the next ``misses`` are not, and the last
+of them is judged half an interval after it was sent. The pure
 machine :func:`judge` turns the run of rounds into a verdict:
 
 * ``unverified``: no target has ever answered since start. Not a failure: a
@@ -100,9 +105,10 @@ class PathProber:
     """Probe ``targets`` from each NIC every ``interval``; call ``on_verdict(nic, verdict, why, at)``."""
 
     def __init__(self, targets: Sequence[IPAddress], interval: float, misses: int, rises: int, mode: str,
-                 on_verdict: VerdictCallback, source_for: SourceFor) -> None:
+                 on_verdict: VerdictCallback, source_for: SourceFor, *, timeout: float | None = None) -> None:
         self.targets = list(targets)
         self.interval = interval
+        self.timeout = min(interval, timeout if timeout is not None else interval / 2)
         self.misses = misses
         self.rises = rises
         self.mode = mode
@@ -110,6 +116,7 @@ class PathProber:
         self.source_for = source_for
         self.nics: dict[str, _Nic] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._closer: asyncio.TimerHandle | None = None  # judges the round under way
         self._next = 0.0
         self._rounds = 0
 
@@ -156,26 +163,33 @@ class PathProber:
         self._round()
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._closer):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._closer = None
         for nic in list(self.nics):
             self.remove(nic)
 
     def _round(self) -> None:
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        if self._rounds > 0:
-            for entry in self.nics.values():
-                self._finish(entry, now)
+        if self._closer is not None:  # the last round's window is still open (timeout == interval)
+            self._closer.cancel()
+            self._close_round()
         self._rounds += 1
         for entry in self.nics.values():
             entry.replied = set()
             self._send(entry)
+        self._closer = loop.call_at(loop.time() + self.timeout, self._close_round)
         self._next += self.interval
         if self._next < loop.time():  # we were not scheduled for a while: skip, never burst
             self._next = loop.time() + self.interval
         self._timer = loop.call_at(self._next, self._round)
+
+    def _close_round(self) -> None:
+        self._closer = None
+        now = time.monotonic()
+        for entry in self.nics.values():
+            self._finish(entry, now)
 
     def _finish(self, entry: _Nic, now: float) -> None:
         answered = round_answered(entry.replied, self.targets, self.mode)

@@ -47,6 +47,7 @@ def test_contract_shape_parses() -> None:
     assert eth0.routes[0].via == ipaddress.ip_address("192.0.2.1")
     assert eth0.backups == ["eth1"] and eth0.max_addresses == 64
     assert c.detect.probe is not None and c.detect.probe.interval == pytest.approx(0.1)
+    assert c.detect.probe.timeout is None and c.detect.probe.reply_timeout == pytest.approx(0.05)
     assert c.announce.interval == pytest.approx(0.2) and c.failback.delay == 2.0
     assert c.conflict_check.timeout == pytest.approx(0.2)
     assert c.home_of(ipaddress.ip_address("2001:db8::11")) == "eth1"
@@ -91,6 +92,8 @@ BAD = [
     ("[192.0.2.11/24,", "[192.0.2.0/24,", "ipshift.yaml:15: interfaces.eth1.addresses[0]: '192.0.2.0/24' is the network address"),
     ("[192.0.2.11/24,", "[192.0.2.255/24,", "is the broadcast address"),
     ("misses: 3", "misses: 0", "ipshift.yaml:18: detect.probe.misses: 0"),
+    ("misses: 3", "misses: 3, timeout: 200ms",
+     "ipshift.yaml:18: detect.probe.timeout: must not be longer than the interval (100 ms)"),
     ("mode: auto", "mode: sometimes", "ipshift.yaml:20: failback.mode: 'sometimes'"),
     ("targets: [192.0.2.1], ", "", "ipshift.yaml:18: detect.probe.targets: required key is missing"),
     ("state_dir", "stat_dir", "ipshift.yaml:22: stat_dir: unknown key"),
