@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def console() -> None:
+    """The ``ipshift`` command: :func:`main` in a process of its own."""
+    from ipshift.kernel import load_pyroute2_lean
+
+    load_pyroute2_lean()  # before anything imports pyroute2: the daemon needs a small part of it
+    sys.exit(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -216,4 +224,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -290,7 +290,7 @@ class Lab:
         so that the first packet a test sends is not lost to a port still
         coming up.
         """
-        from pyroute2 import IPRoute  # local: importing the lab stays cheap
+        from pyroute2.iproute.linux import IPRoute  # local: importing the lab stays cheap
 
         ports = {self.peer_of(nic) for nic in self.nics} | {self.client_peer}
         deadline = time.monotonic() + timeout

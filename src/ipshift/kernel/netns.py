@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from pyroute2 import netns as _pyroute2_netns
+import pyroute2.netns as _pyroute2_netns
 
 __all__ = ["NETNS_RUN_DIR", "NetnsError", "call_in_netns", "enter_netns", "netns_path"]
 

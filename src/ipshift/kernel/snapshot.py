@@ -403,7 +403,7 @@ def read_snapshot(
 
 
 def _with_ipr(netns: str | None, fn: Callable[[Any], Snapshot]) -> Snapshot:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute
 
     ipr = IPRoute() if netns is None else IPRoute(netns=netns, flags=0)
     try:
