@@ -197,6 +197,32 @@ class PeerConfig(_Strict):
     addresses: list[IPAddr] = []
 
 
+class MetricsConfig(_Strict):
+    listen: str  # "HOST:PORT", IPv6 as "[ADDR]:PORT"; the daemon serves GET /metrics there
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{v!r} is not HOST:PORT (a port 1-65535)")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address (listen on an address, not a name)") from None
+        return v
+
+    @property
+    def host(self) -> str:
+        host = self.listen.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") else host
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class Config(_Strict):
     interfaces: dict[str, InterfaceConfig] = Field(min_length=1)
     detect: DetectConfig = DetectConfig()
@@ -207,6 +233,7 @@ class Config(_Strict):
     sysctl: Literal["manage", "warn"] = "warn"
     state_dir: str = "/var/lib/ipshift"
     socket: str = DEFAULT_SOCKET_PATH
+    metrics: MetricsConfig | None = None
 
     # -- derived views used by the planner and the daemon (pure) --
 

@@ -45,6 +45,7 @@ from typing import Any
 from ipshift import health as hl
 from ipshift.config import Config, ConfigError, load_config
 from ipshift.events import AddressEvent, LinkEvent, LinkGone, Resync
+from ipshift.metrics import Tally, View
 from ipshift.model import Address, IPAddress, Link, Route, Snapshot
 from ipshift.plan import Move, Plan, converge, managed_devices, sysctl_warnings
 from ipshift.steps import AddAddress, AddRoute, Announce, CheckConflict, DelAddress, DelRoute, Step
@@ -123,6 +124,7 @@ class Daemon:
         self.since: dict[str, tuple[str, float]] = {}  # address -> (device, wall time)
         self.records: deque[Record] = deque(maxlen=MAX_RECORDS)
         self._history: deque[dict[str, Any]] = deque(maxlen=20)  # finished records as dicts, for the journal
+        self.tally = Tally()  # counters for the metrics since start
         self._last_doc: dict[str, Any] = {}
         self.last_trigger: dict[str, tuple[str, float]] = {}
         self._record_id = 0
@@ -190,6 +192,7 @@ class Daemon:
                 self._record_id = max(self._record_id, rec.id)
 
         server = None
+        metrics_server: asyncio.Server | None = None
         try:
             async with KernelMonitor() as monitor:
                 await self._resync("start")
@@ -217,6 +220,18 @@ class Daemon:
                 from ipshift.control import ControlServer
                 server = ControlServer(self, self.socket_path)
                 await server.start()
+                if self.config.metrics is not None:
+                    from ipshift import metrics
+
+                    m = self.config.metrics
+                    try:
+                        metrics_server = await metrics.serve(
+                            m.host, m.port,
+                            lambda accept: metrics.exposition(metrics.families(self.metrics_view(), self.tally),
+                                                              accept))
+                        log.info("metrics on http://%s/metrics", m.listen)
+                    except OSError as exc:  # failover matters more than its metrics: keep running
+                        log.error("cannot serve metrics on %s: %s; running without metrics", m.listen, exc)
                 self._spawn(self._converge_loop())
                 self._dirty.set()
                 events = self._spawn(self._consume(monitor))
@@ -237,6 +252,8 @@ class Daemon:
                 self.prober.stop()
             if server is not None:
                 await server.stop()
+            if metrics_server is not None:
+                metrics_server.close()
             self._journal_now()
             self.journal.close()
             if self.history_journal is not None:
@@ -616,6 +633,8 @@ class Daemon:
         finally:
             self._cool.set()
         rec.total_ms = (time.monotonic() - rec.t0) * 1000.0
+        self.tally.record(rec.kind, rec.nic, rec.total_ms / 1000.0, sum(1 for m in rec.moves if m.ok),
+                          sum(1 for m in rec.moves if not m.ok), len(rec.refused), time.time())
         self.records.append(rec)
         self._history.append(rec.as_dict())
         if self.history_journal is not None:
@@ -962,6 +981,29 @@ class Daemon:
             dev, since = self.since.get(key, (devices[0] if devices else "", 0.0))
             out[str(addr.address)] = {"home": home, "on": devices, "since": since if dev in devices else None}
         return out
+
+    def metrics_view(self) -> View:
+        """What a metrics scrape reports (on the loop: nothing changes while it is read)."""
+        held: dict[str, int] = {}
+        away = missing = 0
+        view = self._view()
+        for home, addr in self.config.all_addresses():
+            found = view.where_is(addr.address.ip)
+            if not found:
+                missing += 1
+            for a in found:
+                held[a.ifname] = held.get(a.ifname, 0) + 1
+                nic = a.ifname
+                link = view.link(a.ifname)
+                if link is not None and link.kind in ("macvlan", "vlan") and link.parent is not None:
+                    parent = view.link_by_index(link.parent)
+                    nic = parent.name if parent is not None else nic
+                if nic != home:
+                    away += 1
+        states = {nic: "drained" if nic in self.drained else h.state for nic, h in self.health.items()}
+        path = {nic: self.path.get(nic) for nic in self.config.interfaces} if self.prober is not None else {}
+        return View(ready=self.ready.is_set(), nic_states=states, path=path, held=held, away=away,
+                    missing=missing)
 
     def status(self) -> dict[str, Any]:
         now_m = time.monotonic()
