@@ -232,15 +232,21 @@ class Daemon:
                         log.info("metrics on http://%s/metrics", m.listen)
                     except OSError as exc:  # failover matters more than its metrics: keep running
                         log.error("cannot serve metrics on %s: %s; running without metrics", m.listen, exc)
-                self._spawn(self._converge_loop())
+                converger = self._spawn(self._converge_loop())
                 self._dirty.set()
                 events = self._spawn(self._consume(monitor))
                 stop = self._spawn(self._stop.wait())
                 log.info("ipshift running: %d NICs, %d addresses, pid %d",
                          len(self.config.interfaces), len(self.config.all_addresses()), os.getpid())
-                await asyncio.wait({events, stop}, return_when=asyncio.FIRST_COMPLETED)
-                if events.done() and events.exception() is not None:
-                    raise events.exception()  # type: ignore[misc]
+                await asyncio.wait({events, stop, converger}, return_when=asyncio.FIRST_COMPLETED)
+                # A monitor or converge loop that died must not leave a daemon that no longer fails
+                # over: end with an error (the supervisor restarts it; start-up converges from the
+                # kernel and the journal).
+                for task in (events, converger):
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        log.error("ipshift stops: %s failed", task.get_coro().__name__,  # type: ignore[union-attr]
+                                  exc_info=task.exception())
+                        raise task.exception()  # type: ignore[misc]
         finally:
             log.info("ipshift stopping; addresses stay where they are")
             for t in list(self._tasks):
@@ -289,7 +295,9 @@ class Daemon:
         try:
             snap = await asyncio.get_running_loop().run_in_executor(None, read_snapshot)
         finally:
-            self._overlays.remove(overlay)
+            # by identity: two re-reads can run at once (the converge loop's and the monitor's after
+            # an overrun), and their overlays compare equal until an event reaches only one of them
+            self._overlays = [o for o in self._overlays if o is not overlay]
         self.snapshot = snap
         links: dict[str, Link] = {l.name: l for l in snap.links}
         for name, newer in overlay[0].items():

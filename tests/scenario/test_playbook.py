@@ -202,3 +202,47 @@ def test_optimistic_conflict_mode_moves_first_and_undoes_on_an_answer() -> None:
         assert rec2.moves[0].ok and where(d)["192.0.2.10"] == ["eth2"]
 
     run(scenario())
+
+
+def test_two_kernel_rereads_at_once_each_keep_their_own_overlay(monkeypatch: Any) -> None:
+    """The converge loop's re-read and the monitor's (after an overrun) can overlap; the first to end
+    must not take the other's overlay away (they compare equal until an event reaches one)."""
+    import threading
+
+    import ipshift.kernel.snapshot as snapshot_mod
+
+    d, _ = make({"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
+                                "eth1": {"addresses": ["192.0.2.11/24"]}}},
+                ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+    gates = [threading.Event(), threading.Event()]
+    calls: list[int] = []
+    kernel = d._view()
+
+    def slow_read(*_a: Any, **_k: Any) -> Snapshot:
+        n = len(calls)
+        calls.append(n)
+        gates[n].wait(5)
+        return kernel
+
+    monkeypatch.setattr(snapshot_mod, "read_snapshot", slow_read)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(d._resync("converge"))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(d._resync("overrun"))
+        await asyncio.sleep(0.05)
+        assert len(d._overlays) == 2
+        gates[1].set()  # the later re-read ends first
+        await second
+        assert len(d._overlays) == 1
+        # an event while the first re-read still runs: it reaches the first re-read's overlay only
+        key = ("eth1", ipaddress.ip_address("192.0.2.12"))
+        new = Address("eth1", ipaddress.ip_interface("192.0.2.12/24"))
+        for _, oa in d._overlays:
+            oa[key] = new
+        gates[0].set()
+        await first
+        assert d._overlays == []
+        assert d.addresses[key] == new  # the event newer than the dump won
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
