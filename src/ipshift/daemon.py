@@ -143,6 +143,10 @@ class Daemon:
         self._interrupted: set[IPAddress] = set()  # addresses of the move a killed previous run left
         # per kernel dump in flight: the links and addresses events changed meanwhile (None: gone)
         self._overlays: list[tuple[dict[str, Link | None], dict[tuple[str, IPAddress], Address | None]]] = []
+        # our own route changes while a re-read runs (routes have no notifications here): replayed on it
+        self._route_logs: list[list[tuple[bool, Route]]] = []
+        # one converge at a time: the loop's rounds and the operator's commands
+        self._converge_lock = asyncio.Lock()
         self.executor: Any = None
         self.journal: Any = None
         self.history_journal: Any = None
@@ -291,13 +295,26 @@ class Daemon:
 
         # Events handled while the dump runs may be newer than what it read: they win.
         overlay: tuple[dict[str, Link | None], dict[tuple[str, IPAddress], Address | None]] = ({}, {})
+        route_log: list[tuple[bool, Route]] = []
         self._overlays.append(overlay)
+        self._route_logs.append(route_log)
         try:
             snap = await asyncio.get_running_loop().run_in_executor(None, read_snapshot)
         finally:
             # by identity: two re-reads can run at once (the converge loop's and the monitor's after
             # an overrun), and their overlays compare equal until an event reaches only one of them
             self._overlays = [o for o in self._overlays if o is not overlay]
+            self._route_logs = [r for r in self._route_logs if r is not route_log]
+        if route_log:  # route steps that ended while the dump ran may be newer than what it read
+            by_key: dict[tuple[Any, ...], list[Route]] = {}
+            for r in snap.routes:
+                by_key.setdefault((r.dst, r.ifname, r.gateway), []).append(r)
+            for added, route in route_log:
+                rkey = (route.dst, route.ifname, route.gateway)
+                by_key.pop(rkey, None)
+                if added:
+                    by_key[rkey] = [route]
+            snap = replace(snap, routes=tuple(r for rs in by_key.values() for r in rs))
         self.snapshot = snap
         links: dict[str, Link] = {l.name: l for l in snap.links}
         for name, newer in overlay[0].items():
@@ -510,7 +527,8 @@ class Daemon:
             gc_was_on = gc.isenabled()
             gc.disable()
             try:
-                await self._converge_round()
+                async with self._converge_lock:
+                    await self._converge_round()
             finally:
                 if gc_was_on:
                     gc.enable()
@@ -861,10 +879,15 @@ class Daemon:
             case AddRoute(dst=dst, ifname=ifname, via=via, metric=metric):
                 route = Route(dst=dst, ifname=ifname, gateway=via, metric=metric)
                 self.snapshot = replace(self.snapshot, routes=self.snapshot.routes + (route,))
+                for log_ in self._route_logs:
+                    log_.append((True, route))
                 return
             case DelRoute(dst=dst, ifname=ifname, via=via):
+                gone = Route(dst=dst, ifname=ifname, gateway=via)
                 self.snapshot = replace(self.snapshot, routes=tuple(
-                    r for r in self.snapshot.routes if not (r.dst == dst and r.ifname == ifname and r.gateway == via)))
+                    r for r in self.snapshot.routes if not _same_route(r, gone)))
+                for log_ in self._route_logs:
+                    log_.append((False, gone))
                 return
             case _:
                 return
@@ -1063,10 +1086,16 @@ class Daemon:
         return {"ok": all(m.ok for r in recs for m in r.moves), "records": [r.as_dict() for r in recs]}
 
     async def _converge_now(self, nic: str) -> list[Record]:
-        recs = await self.converge_once(only=nic)
+        async with self._converge_lock:  # after a round under way: never two plans at once
+            recs = await self.converge_once(only=nic)
         self._journal_now()
         self._dirty.set()
         return recs
+
+
+def _same_route(a: Route, b: Route) -> bool:
+    """The same destination through the same gateway on the same device (what a route step names)."""
+    return a.dst == b.dst and a.ifname == b.ifname and a.gateway == b.gateway
 
 
 def _route_to_dict(r: Any) -> dict[str, Any]:

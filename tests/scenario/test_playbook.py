@@ -246,3 +246,45 @@ def test_two_kernel_rereads_at_once_each_keep_their_own_overlay(monkeypatch: Any
         assert d.addresses[key] == new  # the event newer than the dump won
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_route_step_during_a_kernel_reread_is_not_undone_by_it(monkeypatch: Any) -> None:
+    """Routes have no notifications here: a re-read whose dump predates our own route steps must not
+    put the old routes back into the view (it did: the next round then moved 1,000 routes again)."""
+    import threading
+
+    import ipshift.kernel.snapshot as snapshot_mod
+    from ipshift.model import Route
+    from ipshift.steps import AddRoute, DelRoute
+
+    d, _ = make({"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
+                                "eth1": {"addresses": ["192.0.2.11/24"]}}},
+                ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+    dst = ipaddress.ip_network("198.51.100.0/24")
+    via = ipaddress.ip_address("192.0.2.1")
+    before = replace_routes(d._view(), (Route(dst=dst, ifname="eth1", gateway=via),))  # what the dump read
+    gate = threading.Event()
+
+    def slow_read(*_a: Any, **_k: Any) -> Snapshot:
+        gate.wait(5)
+        return before
+
+    monkeypatch.setattr(snapshot_mod, "read_snapshot", slow_read)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(d._resync("after converge"))
+        await asyncio.sleep(0.05)
+        d._note(DelRoute(dst, "eth1", via))  # a failback moves the route while the dump runs
+        d._note(AddRoute(dst, "eth0", via))
+        gate.set()
+        await task
+        assert [(r.dst, r.ifname) for r in d.snapshot.routes if r.dst == dst] == [(dst, "eth0")]
+        assert d._route_logs == []
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def replace_routes(snap: Snapshot, routes: tuple[Any, ...]) -> Snapshot:
+    from dataclasses import replace
+
+    return replace(snap, routes=routes)
