@@ -724,12 +724,12 @@ class Daemon:
                     errors.append(seen[st])
             end = time.monotonic()
             failed = {id(m) for (m, _, _), e in zip(batch, errors) if e}
+            self._note_many([st for (_, _, st), e in zip(batch, errors) if not e])
             for (m, r, st), e in zip(batch, errors):
                 if e:
                     if not r.error:
                         r.error = f"{st.describe()}: {e}"
                     continue
-                self._note(st)
                 done[id(m)].append(st)
                 if isinstance(st, Announce) and r.first_announce_ms is None:
                     r.first_announce_ms = (end - rec.t0) * 1000.0
@@ -893,6 +893,30 @@ class Daemon:
                 return
         for _, oa in self._overlays:
             oa[key] = self.addresses.get(key)
+
+    def _note_many(self, steps: Sequence[Step]) -> None:
+        """:meth:`_note` for a batch: route changes applied to the view in one pass, not one per step
+        (1,000 route steps against 1,000 routes were a million comparisons)."""
+        routes = [st for st in steps if isinstance(st, (AddRoute, DelRoute))]
+        for st in steps:
+            if not isinstance(st, (AddRoute, DelRoute)):
+                self._note(st)
+        if not routes:
+            return
+        by_key: dict[tuple[Any, ...], list[Route]] = {}
+        for r in self.snapshot.routes:
+            by_key.setdefault((r.dst, r.ifname, r.gateway), []).append(r)
+        for st in routes:
+            route = Route(dst=st.dst, ifname=st.ifname, gateway=st.via,
+                          metric=st.metric if isinstance(st, AddRoute) else None)
+            key = (route.dst, route.ifname, route.gateway)
+            if isinstance(st, AddRoute):
+                by_key.setdefault(key, []).append(route)
+            else:
+                by_key.pop(key, None)
+            for log_ in self._route_logs:
+                log_.append((isinstance(st, AddRoute), route))
+        self.snapshot = replace(self.snapshot, routes=tuple(r for rs in by_key.values() for r in rs))
 
     def _log_record(self, rec: Record) -> None:
         for m in rec.moves:

@@ -288,3 +288,30 @@ def replace_routes(snap: Snapshot, routes: tuple[Any, ...]) -> Snapshot:
     from dataclasses import replace
 
     return replace(snap, routes=routes)
+
+
+def test_a_batch_of_route_steps_changes_the_view_like_one_step_at_a_time() -> None:
+    from ipshift.model import Route
+    from ipshift.steps import AddRoute, DelRoute
+
+    via = ipaddress.ip_address("192.0.2.1")
+    nets = [ipaddress.ip_network(f"198.51.100.{i}/32") for i in range(40)]
+    start = tuple(Route(dst=n, ifname="eth0", gateway=via) for n in nets[:30])
+    cfg = {"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]}, "eth1": {"addresses": ["192.0.2.11/24"]}}}
+    one, _ = make(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+    many, _ = make(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+    for d in (one, many):
+        d.snapshot = replace_routes(d.snapshot, start)
+    batches: list[list[Any]] = [[DelRoute(n, "eth0", via) for n in nets[:20]],
+                                [AddRoute(n, "eth1", via, 10) for n in nets[:25]],
+                                [DelRoute(n, "eth1", via) for n in nets[20:25]]]
+    for batch in batches:
+        for st in batch:
+            one._note(st)
+        many._note_many(batch)
+
+    def key(r: Any) -> tuple[str, str, Any]:
+        return (str(r.dst), r.ifname, r.metric)
+
+    assert sorted(map(key, one.snapshot.routes)) == sorted(map(key, many.snapshot.routes))
+    assert len(many.snapshot.routes) == 10 + 20  # eth0 keeps 20..29, eth1 holds 0..19
