@@ -53,6 +53,10 @@ from ipshift.steps import AddAddress, AddRoute, Announce, CheckConflict, DelAddr
 log = logging.getLogger("ipshift.daemon")
 
 MAX_RECORDS = 50
+MAX_HISTORY = 20  # records in the history file
+# Records keep one entry per moved address: with 10,000 addresses, 50 records would be 500,000
+# entries (hundreds of MiB). The oldest records go first beyond this many entries in all.
+MAX_KEPT_MOVES = 50_000
 BULK = 16  # a plan with more moves than this runs phase by phase, each phase one batch
 MAX_ROUNDS = 8  # converge rounds in a row before waiting for the next event
 
@@ -123,7 +127,7 @@ class Daemon:
         self.findings: dict[tuple[IPAddress, str], str] = {}
         self.since: dict[str, tuple[str, float]] = {}  # address -> (device, wall time)
         self.records: deque[Record] = deque(maxlen=MAX_RECORDS)
-        self._history: deque[dict[str, Any]] = deque(maxlen=20)  # finished records as dicts, for the journal
+        self._history: deque[dict[str, Any]] = deque(maxlen=MAX_HISTORY)  # finished records as dicts (journal)
         self.tally = Tally()  # counters for the metrics since start
         self._last_doc: dict[str, Any] = {}
         self.last_trigger: dict[str, tuple[str, float]] = {}
@@ -194,6 +198,7 @@ class Daemon:
                 self.records.append(rec)
                 self._history.append(item)
                 self._record_id = max(self._record_id, rec.id)
+        self._trim_records()
 
         server = None
         metrics_server: asyncio.Server | None = None
@@ -663,6 +668,7 @@ class Daemon:
                           sum(1 for m in rec.moves if not m.ok), len(rec.refused), time.time())
         self.records.append(rec)
         self._history.append(rec.as_dict())
+        self._trim_records()
         if self.history_journal is not None:
             self.history_journal.submit({"history": list(self._history)})
         self._journal_now()
@@ -818,12 +824,30 @@ class Daemon:
             mr.verified = f"confirmed by {who}"
             log.info("%s on %s: path confirmed by %s at %.1f ms", move.interface, move.target, who,
                      mr.confirmed_ms)
-        self._history_refresh()
+        self._history_refresh(mr)
 
-    def _history_refresh(self) -> None:
-        self._history = deque((r.as_dict() for r in list(self.records)[-20:]), maxlen=20)
+    def _history_refresh(self, changed: MoveRecord | None = None) -> None:
+        """Rewrite the history file after a record changed (a move's path confirmed): only the
+        record holding ``changed`` is serialized again (None: all of them)."""
+        kept = {int(d.get("id", -1)): d for d in self._history}
+        fresh = []
+        for r in list(self.records)[-MAX_HISTORY:]:
+            if changed is None or r.id not in kept or any(m is changed for m in r.moves):
+                fresh.append(r.as_dict())
+            else:
+                fresh.append(kept[r.id])
+        self._history = deque(fresh, maxlen=MAX_HISTORY)
         if self.history_journal is not None:
             self.history_journal.submit({"history": list(self._history)})
+
+    def _trim_records(self) -> None:
+        """Drop the oldest records while they hold more than MAX_KEPT_MOVES moves (the newest stays)."""
+        total = sum(len(r.moves) for r in self.records)
+        while len(self.records) > 1 and total > MAX_KEPT_MOVES:
+            total -= len(self.records.popleft().moves)
+        ids = {r.id for r in self.records}
+        if any(int(d.get("id", -1)) not in ids for d in self._history):
+            self._history = deque((d for d in self._history if int(d.get("id", -1)) in ids), maxlen=MAX_HISTORY)
 
     async def _refresh_announcements(self, every: float) -> None:
         """announce.refresh: re-announce every address where it is, for long ARP timeouts upstream."""

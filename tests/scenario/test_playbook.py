@@ -315,3 +315,39 @@ def test_a_batch_of_route_steps_changes_the_view_like_one_step_at_a_time() -> No
 
     assert sorted(map(key, one.snapshot.routes)) == sorted(map(key, many.snapshot.routes))
     assert len(many.snapshot.routes) == 10 + 20  # eth0 keeps 20..29, eth1 holds 0..19
+
+
+def test_records_are_bounded_by_the_moves_they_hold(monkeypatch: Any) -> None:
+    import ipshift.daemon as daemon_mod
+    from ipshift.daemon import MoveRecord, Record
+
+    monkeypatch.setattr(daemon_mod, "MAX_KEPT_MOVES", 250)
+    d, _ = make({"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
+                                "eth1": {"addresses": ["192.0.2.11/24"]}}},
+                ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+
+    def big(i: int, n: int) -> Record:
+        rec = Record(i, "failover", "eth0", "carrier lost", 0.0, 0.0)
+        rec.moves = [MoveRecord(f"198.18.{k // 250}.{k % 250 + 1}/16", "eth0", "eth1", "eth1", ok=True)
+                     for k in range(n)]
+        return rec
+
+    for i, n in enumerate([100, 100, 100, 3, 100], start=1):
+        d.records.append(big(i, n))
+        d._history.append(d.records[-1].as_dict())
+        d._trim_records()
+    assert [r.id for r in d.records] == [3, 4, 5]  # 100 + 3 + 100 <= 250; adding 1 or 2 would not be
+    assert [h["id"] for h in d._history] == [3, 4, 5]
+    d.records.append(big(6, 400))  # one record over the cap alone: it stays, the others go
+    d._history.append(d.records[-1].as_dict())
+    d._trim_records()
+    assert [r.id for r in d.records] == [6] and [h["id"] for h in d._history] == [6]
+
+    # a confirmation re-serializes only the record that holds the move
+    d.records.append(big(7, 2))
+    d._history.append(d.records[-1].as_dict())
+    old6 = d._history[0]
+    d.records[-1].moves[0].verified = "confirmed by 192.0.2.1"
+    d._history_refresh(d.records[-1].moves[0])
+    assert d._history[0] is old6
+    assert d._history[1]["moves"][0]["verified"] == "confirmed by 192.0.2.1"
