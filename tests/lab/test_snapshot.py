@@ -402,3 +402,18 @@ def test_route_dump_of_one_table_and_device_leaves_out_the_rest(lab: Lab) -> Non
     assert len(msgs) == 2  # filtered by the kernel, not after decoding
     msgs = call_in_netns(lab.gateway, lambda: nb.dump_routes(2, 100, idx))
     assert sorted(str(r.dst) for m in msgs for r in routes_from_msg(m, names, table=100)) == ["203.0.113.0/24"]
+
+
+def test_snapshot_routes_filtered_by_the_kernel_match_the_plain_dump(lab: Lab) -> None:
+    from ipshift.kernel.snapshot import _with_ipr, read_links, read_routes
+
+    script = "".join(f"addr add 198.18.0.{i}/16 dev eth1\n" for i in range(1, 101))
+    script += "route add 198.51.100.0/24 via 192.0.2.1 dev eth0 metric 5\n"
+    script += "route add 203.0.113.0/24 via 192.0.2.1 dev eth0 table 100\n"
+    script += "addr add 2001:db8::10/64 dev eth0 nodad\nroute add 2001:db8:1::/48 via 2001:db8::1 dev eth0\n"
+    subprocess.run(["ip", "-n", lab.gateway, "-batch", "-"], input=script, text=True, check=True)
+    filtered = read_snapshot(netns=lab.gateway).routes
+    plain = _with_ipr(lab.gateway, lambda ipr: read_routes(ipr, read_links(ipr)))
+    assert sorted(map(repr, filtered)) == sorted(map(repr, plain))
+    dsts = {str(r.dst) for r in filtered}
+    assert {"198.51.100.0/24", "2001:db8:1::/48", "198.18.0.0/16"} <= dsts and "203.0.113.0/24" not in dsts

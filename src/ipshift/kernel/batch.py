@@ -200,8 +200,9 @@ def routes(batch: NetlinkBatch, add: bool,
     return batch.run(reqs)
 
 
-def dump_routes(family: int, table: int, oif: int) -> list[Any]:
-    """The ``RTM_NEWROUTE`` messages (decoded by pyroute2) of ``table`` through device ``oif``.
+def dump_routes(family: int, table: int, oif: int | None) -> list[Any]:
+    """The ``RTM_NEWROUTE`` messages (decoded by pyroute2) of ``table`` through device ``oif``
+    (None: any device).
 
     The kernel filters when it supports strict checking (Linux 4.20 and later); an older one
     sends every route, which the caller filters anyway (``routes_from_msg`` keeps one table,
@@ -221,7 +222,7 @@ def dump_routes(family: int, table: int, oif: int) -> list[Any]:
         req["header"]["seq"] = 1
         req["family"] = family
         req["table"] = table if table < 256 else 0
-        req["attrs"] = [["RTA_OIF", oif]] + ([["RTA_TABLE", table]] if table >= 256 else [])
+        req["attrs"] = ([["RTA_OIF", oif]] if oif else []) + ([["RTA_TABLE", table]] if table >= 256 else [])
         req.encode()
         sock.send(bytes(req.data))
         marshal = MarshalRtnl()

@@ -355,8 +355,27 @@ def read_addresses(ipr: Any, links: Iterable[Link]) -> tuple[Address, ...]:
     return tuple(a for a in found if a is not None)
 
 
-def read_routes(ipr: Any, links: Iterable[Link], table: int | None = RT_TABLE_MAIN) -> tuple[Route, ...]:
+def read_routes(ipr: Any, links: Iterable[Link], table: int | None = RT_TABLE_MAIN, *,
+                kernel_filter: bool = False, netns: str | None = None) -> tuple[Route, ...]:
+    """The unicast routes of ``table`` (None: every table but the local one).
+
+    ``kernel_filter``: ask the kernel for ``table`` only (``batch.dump_routes``, strict checking,
+    in namespace ``netns``: the one ``ipr`` talks to) instead of ``ipr``'s plain dump of every
+    table -- with 10,000 addresses, 20,000 local routes for pyroute2 to decode (0.7 s) to keep a
+    handful.
+    """
     ifnames = _ifnames(links)
+    if kernel_filter and table is not None:
+        from ipshift.kernel import batch as nb
+
+        main = table
+        try:
+            msgs = call_in_netns(netns, lambda: [m for family in (AF_INET, AF_INET6)
+                                                 for m in nb.dump_routes(family, main, None)])
+        except OSError:  # a kernel without strict checking or without IPv6: the plain dump below
+            pass
+        else:
+            return tuple(r for m in msgs for r in routes_from_msg(m, ifnames, table))
     return tuple(r for m in ipr.route("dump", family=0) for r in routes_from_msg(m, ifnames, table))
 
 
@@ -384,10 +403,14 @@ def read_snapshot(
     kernel probe (features do not change while a daemon runs).
     """
     if ipr is None:
-        return _with_ipr(netns, lambda own: read_snapshot(own, netns=netns, features=features))
+        return _with_ipr(netns, lambda own: _read(own, netns, features, kernel_filter=True))
+    return _read(ipr, netns, features, kernel_filter=False)
+
+
+def _read(ipr: Any, netns: str | None, features: KernelFeatures | None, *, kernel_filter: bool) -> Snapshot:
     links = read_links(ipr)
     addresses = read_addresses(ipr, links)
-    routes = read_routes(ipr, links)
+    routes = read_routes(ipr, links, kernel_filter=kernel_filter, netns=netns)
     neighbours = read_neighbours(ipr, links)
     sysctls = read_sysctls([link.name for link in links], netns)
     if features is None:
