@@ -311,15 +311,7 @@ class Daemon:
             self._overlays = [o for o in self._overlays if o is not overlay]
             self._route_logs = [r for r in self._route_logs if r is not route_log]
         if route_log:  # route steps that ended while the dump ran may be newer than what it read
-            by_key: dict[tuple[Any, ...], list[Route]] = {}
-            for r in snap.routes:
-                by_key.setdefault((r.dst, r.ifname, r.gateway), []).append(r)
-            for added, route in route_log:
-                rkey = (route.dst, route.ifname, route.gateway)
-                by_key.pop(rkey, None)
-                if added:
-                    by_key[rkey] = [route]
-            snap = replace(snap, routes=tuple(r for rs in by_key.values() for r in rs))
+            snap = replace(snap, routes=_with_route_changes(snap.routes, route_log))
         self.snapshot = snap
         links: dict[str, Link] = {l.name: l for l in snap.links}
         for name, newer in overlay[0].items():
@@ -900,18 +892,8 @@ class Daemon:
             case DelAddress(ifname=ifname, interface=iface):
                 key = (ifname, iface.ip)
                 self.addresses.pop(key, None)
-            case AddRoute(dst=dst, ifname=ifname, via=via, metric=metric):
-                route = Route(dst=dst, ifname=ifname, gateway=via, metric=metric)
-                self.snapshot = replace(self.snapshot, routes=self.snapshot.routes + (route,))
-                for log_ in self._route_logs:
-                    log_.append((True, route))
-                return
-            case DelRoute(dst=dst, ifname=ifname, via=via):
-                gone = Route(dst=dst, ifname=ifname, gateway=via)
-                self.snapshot = replace(self.snapshot, routes=tuple(
-                    r for r in self.snapshot.routes if not _same_route(r, gone)))
-                for log_ in self._route_logs:
-                    log_.append((False, gone))
+            case AddRoute() | DelRoute():
+                self._note_routes([step])
                 return
             case _:
                 return
@@ -925,22 +907,16 @@ class Daemon:
         for st in steps:
             if not isinstance(st, (AddRoute, DelRoute)):
                 self._note(st)
-        if not routes:
-            return
-        by_key: dict[tuple[Any, ...], list[Route]] = {}
-        for r in self.snapshot.routes:
-            by_key.setdefault((r.dst, r.ifname, r.gateway), []).append(r)
-        for st in routes:
-            route = Route(dst=st.dst, ifname=st.ifname, gateway=st.via,
-                          metric=st.metric if isinstance(st, AddRoute) else None)
-            key = (route.dst, route.ifname, route.gateway)
-            if isinstance(st, AddRoute):
-                by_key.setdefault(key, []).append(route)
-            else:
-                by_key.pop(key, None)
-            for log_ in self._route_logs:
-                log_.append((isinstance(st, AddRoute), route))
-        self.snapshot = replace(self.snapshot, routes=tuple(r for rs in by_key.values() for r in rs))
+        if routes:
+            self._note_routes(routes)
+
+    def _note_routes(self, steps: Sequence[AddRoute | DelRoute]) -> None:
+        changes = [(isinstance(st, AddRoute), Route(dst=st.dst, ifname=st.ifname, gateway=st.via,
+                                                    metric=st.metric if isinstance(st, AddRoute) else None))
+                   for st in steps]
+        self.snapshot = replace(self.snapshot, routes=_with_route_changes(self.snapshot.routes, changes))
+        for log_ in self._route_logs:
+            log_.extend(changes)
 
     def _log_record(self, rec: Record) -> None:
         for m in rec.moves:
@@ -1141,9 +1117,18 @@ class Daemon:
         return recs
 
 
-def _same_route(a: Route, b: Route) -> bool:
-    """The same destination through the same gateway on the same device (what a route step names)."""
-    return a.dst == b.dst and a.ifname == b.ifname and a.gateway == b.gateway
+def _with_route_changes(routes: Sequence[Route], changes: Sequence[tuple[bool, Route]]) -> tuple[Route, ...]:
+    """``routes`` after ``changes`` ((added?, route), in order). A route step names a destination,
+    a gateway and a device: an addition replaces what had those three, a removal drops it."""
+    by_key: dict[tuple[Any, ...], list[Route]] = {}
+    for r in routes:
+        by_key.setdefault((r.dst, r.ifname, r.gateway), []).append(r)
+    for added, route in changes:
+        key = (route.dst, route.ifname, route.gateway)
+        by_key.pop(key, None)
+        if added:
+            by_key[key] = [route]
+    return tuple(r for rs in by_key.values() for r in rs)
 
 
 def _route_to_dict(r: Any) -> dict[str, Any]:
