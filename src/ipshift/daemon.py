@@ -47,7 +47,7 @@ from ipshift.config import Config, ConfigError, load_config
 from ipshift.events import AddressEvent, LinkEvent, LinkGone, Resync
 from ipshift.metrics import Tally, View
 from ipshift.model import Address, IPAddress, Link, Route, Snapshot
-from ipshift.plan import Move, Plan, converge, managed_devices, sysctl_warnings
+from ipshift.plan import Move, Plan, converge, managed_devices, nic_of, sysctl_warnings
 from ipshift.steps import AddAddress, AddRoute, Announce, CheckConflict, DelAddress, DelRoute, Step
 
 log = logging.getLogger("ipshift.daemon")
@@ -570,12 +570,7 @@ class Daemon:
             if len(found) != 1:
                 continue
             dev = found[0].ifname
-            link = view.link(dev)
-            nic = dev
-            if link is not None and link.kind in ("macvlan", "vlan") and link.parent is not None:
-                parent = view.link_by_index(link.parent)
-                nic = parent.name if parent is not None else dev
-            if not usable.get(nic, False):
+            if not usable.get(nic_of(view, dev), False):
                 continue
             step = Announce(dev, ip, self.config.announce.count, self.config.announce.interval)
             sr = await self._timed(step, time.monotonic())
@@ -1048,12 +1043,7 @@ class Daemon:
                 missing += 1
             for a in found:
                 held[a.ifname] = held.get(a.ifname, 0) + 1
-                nic = a.ifname
-                link = view.link(a.ifname)
-                if link is not None and link.kind in ("macvlan", "vlan") and link.parent is not None:
-                    parent = view.link_by_index(link.parent)
-                    nic = parent.name if parent is not None else nic
-                if nic != home:
+                if nic_of(view, a.ifname) != home:
                     away += 1
         states = {nic: "drained" if nic in self.drained else h.state for nic, h in self.health.items()}
         path = {nic: self.path.get(nic) for nic in self.config.interfaces} if self.prober is not None else {}

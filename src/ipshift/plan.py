@@ -132,16 +132,20 @@ class _Load:
 # --------------------------------------------------------------------------- what moves
 
 
+def nic_of(snapshot: Snapshot, device: str) -> str:
+    """The NIC under ``device``: its lower NIC for a macvlan/VLAN device, else the device itself."""
+    link = snapshot.link(device)
+    if link is not None and link.kind in ("macvlan", "vlan") and link.parent is not None:
+        parent = snapshot.link_by_index(link.parent)
+        if parent is not None:
+            return parent.name
+    return device
+
+
 def _holder(snapshot: Snapshot, ip: IPAddress) -> str | None:
     """The NIC that holds ``ip`` now: for a macvlan/VLAN device, its lower NIC."""
-    for addr in snapshot.where_is(ip):
-        link = snapshot.link(addr.ifname)
-        if link is not None and link.kind in ("macvlan", "vlan") and link.parent is not None:
-            parent = snapshot.link_by_index(link.parent)
-            if parent is not None:
-                return parent.name
-        return addr.ifname
-    return None
+    found = snapshot.where_is(ip)
+    return nic_of(snapshot, found[0].ifname) if found else None
 
 
 def _device_holding(snapshot: Snapshot, ip: IPAddress) -> str | None:
