@@ -110,15 +110,28 @@ def read_step_log(path: Path, since: float) -> Timeline:
     return Timeline(steps=steps, source=str(path))
 
 
-class SingleGatewayMover:
-    """What every mover on the one lab gateway shares (the shell watcher, IPaddr2, ipshift).
+class OwnProcesses:
+    """What every contender keeps: a work directory of its own, the processes it started, and the
+    lab and spec of the run (set by ``setup``). Idle unless a subclass knows better."""
 
-    Subclasses set ``self.lab`` (BenchLab), ``self.spec`` (MoveSpec) and ``self.group`` (ProcessGroup).
-    """
+    name: str
 
-    lab: BenchLab | None
-    spec: MoveSpec | None
-    group: ProcessGroup
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir / self.name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.group = ProcessGroup()
+        self.lab: BenchLab | None = None
+        self.spec: MoveSpec | None = None
+
+    def idle(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        self.group.stop()
+
+
+class SingleGatewayMover(OwnProcesses):
+    """What every mover on the one lab gateway shares (the shell watcher, IPaddr2, ipshift)."""
 
     def lab_spec(self, spec: MoveSpec) -> LabSpec:
         return single_gateway_spec(spec)
@@ -134,9 +147,3 @@ class SingleGatewayMover:
         home = self.lab.addrs_on(self.lab.gateway, self.spec.home)
         away = self.lab.addrs_on(self.lab.gateway, self.spec.survivor)
         return all(a in home and a not in away for a in self.spec.addresses)
-
-    def idle(self) -> bool:
-        return True
-
-    def stop(self) -> None:
-        self.group.stop()

@@ -32,7 +32,7 @@ import yaml
 from benchlab import REPO, BenchLab, wait_until
 from contenders import (PROBE_TARGET, HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, SURVIVOR_BASE6, MoveSpec, Step,
                         Timeline)
-from contenders.base import ProcessGroup, SingleGatewayMover
+from contenders.base import SingleGatewayMover
 
 IPSHIFT = REPO / ".venv" / "bin" / "ipshift"
 
@@ -89,11 +89,7 @@ class IpshiftContender(SingleGatewayMover):
     no_path_detection_note = "not yet: no failover within the window (no probe detector in this ipshift?)"
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir / self.name
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.group = ProcessGroup()
-        self.lab: BenchLab | None = None
-        self.spec: MoveSpec | None = None
+        super().__init__(workdir)
         self.config = self.workdir / "ipshift.yaml"
         self.socket = self.workdir / "ipshift.sock"
 

@@ -16,12 +16,11 @@ started with ``-n`` in their own process group and ended by its id.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from benchlab import PEER_MAC, BenchLab, LabSpec, wait_until
 from contenders import (CLIENT_ADDRS6, HOME_BASE, HOME_BASE6, PEER_BASE, PEER_BASE6, SURVIVOR_BASE, SURVIVOR_BASE6,
                         MoveSpec, Timeline)
-from contenders.base import ProcessGroup
+from contenders.base import OwnProcesses
 
 CONF = """\
 global_defs {{
@@ -46,7 +45,7 @@ vrrp_instance VI_BENCH {{
 """
 
 
-class KeepalivedContender:
+class KeepalivedContender(OwnProcesses):
     name = "keepalived"
     label = "keepalived VRRPv2 defaults (advert_int 1 s)"
     version = 2
@@ -54,13 +53,6 @@ class KeepalivedContender:
     failover_timeout = 8.0
     failback_timeout = 10.0
     path_detection: str | None = None  # VRRP adverts stop reaching the peer: it takes over
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir / self.name
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.group = ProcessGroup()
-        self.lab: BenchLab | None = None
-        self.spec: MoveSpec | None = None
 
     def unavailable(self) -> str | None:
         if shutil.which("keepalived") is None:
@@ -134,12 +126,6 @@ class KeepalivedContender:
 
     def ready(self, timeout: float = 10.0) -> bool:
         return wait_until(lambda: self.group.alive() and self.home_ok(), timeout, poll=0.05)
-
-    def idle(self) -> bool:
-        return True
-
-    def stop(self) -> None:
-        self.group.stop()
 
     def steps(self, since: float) -> Timeline:
         return Timeline(source="keepalived reports no step timings")

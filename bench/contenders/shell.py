@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchlab import BenchLab, wait_until
 from contenders import MoveSpec, Timeline
-from contenders.base import ProcessGroup, SingleGatewayMover, read_step_log
+from contenders.base import SingleGatewayMover, read_step_log
 
 WATCH_SH = Path(__file__).resolve().parent / "watch.sh"
 MAX_LIFETIME_S = 4 * 3600
@@ -24,11 +24,7 @@ class WatcherContender(SingleGatewayMover):
     path_detection: str | None = "no path probing: watches carrier only"
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir / self.name
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.group = ProcessGroup()
-        self.lab: BenchLab | None = None
-        self.spec: MoveSpec | None = None
+        super().__init__(workdir)
         self.log = self.workdir / "steps.log"
 
     def unavailable(self) -> str | None:
