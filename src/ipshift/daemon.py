@@ -813,13 +813,13 @@ class Daemon:
                      mr.confirmed_ms)
         self._history_refresh(mr)
 
-    def _history_refresh(self, changed: MoveRecord | None = None) -> None:
-        """Rewrite the history file after a record changed (a move's path confirmed): only the
-        record holding ``changed`` is serialized again (None: all of them)."""
+    def _history_refresh(self, changed: MoveRecord) -> None:
+        """Rewrite the history file after a move's path was confirmed: only the record holding
+        ``changed`` is serialized again."""
         kept = {int(d.get("id", -1)): d for d in self._history}
         fresh = []
         for r in list(self.records)[-MAX_HISTORY:]:
-            if changed is None or r.id not in kept or any(m is changed for m in r.moves):
+            if r.id not in kept or any(m is changed for m in r.moves):
                 fresh.append(r.as_dict())
             else:
                 fresh.append(kept[r.id])
