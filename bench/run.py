@@ -68,7 +68,7 @@ class Plan:
         if quick:
             return Plan(quick, scen, names, trials=5, cycle_budget_s=18, path_budget_s=5,
                         scale_trials={1: 5, 100: 3, 1000: 1},
-                        scale_budget_s={"shell": 8, "ipaddr2": 5, "ipshift": 10}, idle_s=3, idle_other_s=2)
+                        scale_budget_s={"shell": 8, "ipaddr2": 5, "ipshift": 30}, idle_s=3, idle_other_s=2)
         return Plan(quick, scen, names, trials=30, cycle_budget_s=240, path_budget_s=90,
                     scale_trials={1: 30, 100: 10, 1000: 5, 10_000: 3},
                     scale_budget_s={"shell": 200, "ipaddr2": 120, "ipshift": 200}, idle_s=60, idle_other_s=20)
