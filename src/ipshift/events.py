@@ -8,9 +8,11 @@ Each event carries ``at``, the ``time.monotonic()`` reading taken when the
 message was read from the socket, so that the core can account for its
 failover budget from the moment the kernel's news reached the process.
 
-* :class:`LinkEvent`: the full state of a link after a change (a notification
-  carries the whole link, not the difference), so the latest one for an
-  index is all the core needs;
+* :class:`LinkEvent`: the full state of a link after a change, as the
+  decoded :class:`~ipshift.model.Link` itself (a notification carries the
+  whole link, not the difference), so the latest one for an index is all the
+  core needs; ``name``, ``carrier``, ``link_ok`` and the like read through to
+  it;
 * :class:`LinkGone`: the link was deleted (or moved to another namespace);
 * :class:`AddressEvent`: an address was added to or removed from a link;
 * :class:`Resync`: the monitor lost notifications (its socket overran, or it
@@ -35,34 +37,48 @@ LINK_DOWN_OPERSTATES = frozenset({"DOWN", "LOWERLAYERDOWN", "NOTPRESENT"})
 
 @dataclass(frozen=True, slots=True)
 class LinkEvent:
-    """A link's state as an ``RTM_NEWLINK`` notification reported it."""
+    """A link's state as an ``RTM_NEWLINK`` notification reported it: the whole decoded link."""
 
-    name: str
-    index: int
-    admin_up: bool  # IFF_UP
-    carrier: bool  # IFF_LOWER_UP
-    operstate: str  # "UP", "DOWN", "LOWERLAYERDOWN", "UNKNOWN", ...
-    kind: str  # IFLA_INFO_KIND ("veth", "macvlan", ...), "" for a physical NIC
-    mac: str  # lower-case "aa:bb:cc:dd:ee:ff"; "" when the device has none
+    link: Link
     at: float  # time.monotonic() when the message was read
+
+    @property
+    def name(self) -> str:
+        return self.link.name
+
+    @property
+    def index(self) -> int:
+        return self.link.index
+
+    @property
+    def admin_up(self) -> bool:
+        """IFF_UP."""
+        return self.link.admin_up
+
+    @property
+    def carrier(self) -> bool:
+        """IFF_LOWER_UP."""
+        return self.link.carrier
+
+    @property
+    def operstate(self) -> str:
+        """The operational state: "UP", "DOWN", "LOWERLAYERDOWN", "UNKNOWN", ..."""
+        return self.link.operstate
+
+    @property
+    def kind(self) -> str:
+        """IFLA_INFO_KIND: "veth", "macvlan", ...; "" for a physical NIC."""
+        return self.link.kind
+
+    @property
+    def mac(self) -> str:
+        """The MAC, lower-case "aa:bb:cc:dd:ee:ff"; "" when the device has none."""
+        return self.link.mac
 
     @property
     def link_ok(self) -> bool:
         """Admin up with carrier and an operational state that can carry traffic."""
         return self.admin_up and self.carrier and self.operstate not in LINK_DOWN_OPERSTATES
-
-    @classmethod
-    def from_link(cls, link: Link, at: float) -> LinkEvent:
-        return cls(
-            name=link.name,
-            index=link.index,
-            admin_up=link.admin_up,
-            carrier=link.carrier,
-            operstate=link.operstate,
-            kind=link.kind,
-            mac=link.mac,
-            at=at,
-        )
 
 
 @dataclass(frozen=True, slots=True)

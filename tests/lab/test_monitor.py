@@ -45,6 +45,15 @@ def emit(obj):
     sys.stdout.flush()
 
 
+def flatten(obj, out):
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):  # a LinkEvent's link: its fields at the top level
+            flatten(value, out)
+        else:
+            out[f.name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
 async def main():
     async with KernelMonitor(rcvbuf=rcvbuf) as monitor:
         emit({"type": "ready", "rcvbuf": monitor.buffer_size,
@@ -62,9 +71,7 @@ async def main():
         loop.add_reader(0, on_stdin)
         async for ev in monitor:
             out = {"type": type(ev).__name__}
-            for f in dataclasses.fields(ev):
-                value = getattr(ev, f.name)
-                out[f.name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+            flatten(ev, out)
             if hasattr(ev, "link_ok"):
                 out["link_ok"] = ev.link_ok
             emit(out)

@@ -227,7 +227,7 @@ print(json.dumps(asyncio.run(main())))
 PROBE = """
 import asyncio, json, sys, time
 from ipaddress import ip_address
-from ipshift.wire.sender import probe_conflict_v4, probe_conflict_v6
+from ipshift.wire.conflict import probe_conflict_v4, probe_conflict_v6
 
 args = json.loads(sys.argv[1])
 ip = ip_address(args["ip"])

@@ -64,7 +64,9 @@ def gateway_decoder() -> EventDecoder:
 @pytest.mark.parametrize("carrier", [True, False])
 @pytest.mark.parametrize("admin_up", [True, False])
 def test_link_ok_truth_table(admin_up: bool, carrier: bool, operstate: str) -> None:
-    ev = LinkEvent("eth0", 10, admin_up, carrier, operstate, "veth", "02:1b:00:00:00:10", 1.0)
+    link = Link(name="eth0", index=10, mac="02:1b:00:00:00:10", admin_up=admin_up, carrier=carrier,
+                operstate=operstate, kind="veth")
+    ev = LinkEvent(link, 1.0)
     expected = admin_up and carrier and operstate in ("UP", "UNKNOWN", "DORMANT", "TESTING")
     assert ev.link_ok is expected
 
@@ -72,14 +74,14 @@ def test_link_ok_truth_table(admin_up: bool, carrier: bool, operstate: str) -> N
 @given(st.booleans(), st.booleans(), st.text(max_size=20))
 def test_link_ok_agrees_with_link_healthy(admin_up: bool, carrier: bool, operstate: str) -> None:
     link = Link(name="eth0", index=10, mac="", admin_up=admin_up, carrier=carrier, operstate=operstate)
-    assert LinkEvent.from_link(link, 0.0).link_ok is link.healthy
+    assert LinkEvent(link, 0.0).link_ok is link.healthy
     assert LINK_DOWN_OPERSTATES == {"DOWN", "LOWERLAYERDOWN", "NOTPRESENT"}
 
 
 @pytest.mark.parametrize(
     "event",
     [
-        LinkEvent("eth0", 10, True, True, "UP", "", "", 1.0),
+        LinkEvent(Link(name="eth0", index=10, mac="", admin_up=True, carrier=True, operstate="UP"), 1.0),
         LinkGone("eth0", 10, 1.0),
         AddressEvent(True, "eth0", ipaddress.ip_interface("192.0.2.10/24"), 1.0),
         Resync("test", 1.0),
@@ -92,11 +94,14 @@ def test_events_are_frozen_slotted_values(event: Any) -> None:
     assert event == copy.copy(event) and hash(event) == hash(copy.copy(event))
 
 
-def test_from_link_and_from_address() -> None:
+def test_link_event_reads_through_to_its_link_and_from_address() -> None:
     link = Link(name="eth1", index=11, mac="02:1b:00:00:00:11", admin_up=True, carrier=False,
                 operstate="LOWERLAYERDOWN", kind="veth", mtu=9000, parent=3)
-    assert LinkEvent.from_link(link, 5.5) == LinkEvent(
-        "eth1", 11, True, False, "LOWERLAYERDOWN", "veth", "02:1b:00:00:00:11", 5.5)  # fmt: skip
+    ev = LinkEvent(link, 5.5)
+    assert ev.link is link and ev.at == 5.5
+    assert (ev.name, ev.index, ev.admin_up, ev.carrier, ev.operstate, ev.kind, ev.mac) == (
+        "eth1", 11, True, False, "LOWERLAYERDOWN", "veth", "02:1b:00:00:00:11")  # fmt: skip
+    assert ev == LinkEvent(dataclasses.replace(link), 5.5) != LinkEvent(dataclasses.replace(link, mtu=1500), 5.5)
     addr = Address(ifname="eth1", interface=ipaddress.ip_interface("2001:db8::11/64"), scope="global")
     assert AddressEvent.from_address(False, addr, 6.0) == AddressEvent(False, "eth1", addr.interface, 6.0)
 
@@ -107,7 +112,8 @@ def test_from_link_and_from_address() -> None:
 def test_recorded_carrier_loss() -> None:
     decoder = gateway_decoder()
     (ev,) = decoder.decode(raw("carrier_loss_eth0"), 12.5)
-    assert ev == LinkEvent("eth0", 10, True, False, "DOWN", "veth", "02:1b:00:00:00:10", 12.5)
+    assert ev == LinkEvent(Link(name="eth0", index=10, mac="02:1b:00:00:00:10", admin_up=True, carrier=False,
+                                operstate="DOWN", kind="veth"), 12.5)  # parent None: its peer is in another netns
     assert not ev.link_ok
 
 
@@ -150,7 +156,7 @@ def test_link_dicts_convert_like_the_snapshot(msgs: dict[str, list[Msg]]) -> Non
     decoder = EventDecoder()
     for msg in msgs["links"]:
         ev = decoder.convert(msg, 1.0)
-        assert ev == LinkEvent.from_link(link_from_msg(msg), 1.0)
+        assert ev == LinkEvent(link_from_msg(msg), 1.0)
     names = {int(m["index"]): link_from_msg(m).name for m in msgs["links"]}
     assert decoder.ifnames == names and "eth0" in names.values()
 
@@ -240,7 +246,8 @@ def test_several_messages_in_one_datagram_keep_their_order() -> None:
     )
     events = decoder.decode(data, 9.0)
     assert events[:4] == [
-        LinkEvent("eth2", 12, True, True, "UP", "macvlan", "02:1b:00:00:00:12", 9.0),
+        LinkEvent(Link(name="eth2", index=12, mac="02:1b:00:00:00:12", admin_up=True, carrier=True,
+                       operstate="UP", kind="macvlan"), 9.0),
         AddressEvent(True, "eth2", ipaddress.ip_interface("203.0.113.9/24"), 9.0),
         AddressEvent(True, "eth2", ipaddress.ip_interface("2001:db8:9::9/64"), 9.0),
         LinkGone("eth2", 12, 9.0),

@@ -24,7 +24,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Padding
 
-from ipshift.wire import arp, ndp, sender
+from ipshift.wire import arp, bpf, conflict, ndp, sender
 from ipshift.wire.arp import (
     ArpPacket,
     build_arp_probe,
@@ -567,27 +567,27 @@ def test_dad_conflict_from_parsed_defence() -> None:
 # --- classic BPF programs, run by a tiny interpreter --------------------------
 
 
-def run_bpf(program: Sequence[sender.BpfInsn], frame: bytes, *, vlan_tag_present: bool = False) -> int:
-    """Enough of the classic BPF machine for the programs in ipshift.wire.sender."""
+def run_bpf(program: Sequence[bpf.BpfInsn], frame: bytes, *, vlan_tag_present: bool = False) -> int:
+    """Enough of the classic BPF machine for the programs in ipshift.wire.bpf."""
     acc, pc = 0, 0
     for _ in range(len(program)):  # no backward jumps: each instruction runs at most once
         insn = program[pc]
         pc += 1
-        if insn.code == sender.BPF_LD_W_ABS and insn.k == sender._VLAN_PRESENT_K:
+        if insn.code == bpf.BPF_LD_W_ABS and insn.k == bpf._VLAN_PRESENT_K:
             acc = int(vlan_tag_present)
-        elif insn.code in (sender.BPF_LD_H_ABS, sender.BPF_LD_B_ABS):
-            size = 2 if insn.code == sender.BPF_LD_H_ABS else 1
+        elif insn.code in (bpf.BPF_LD_H_ABS, bpf.BPF_LD_B_ABS):
+            size = 2 if insn.code == bpf.BPF_LD_H_ABS else 1
             if insn.k + size > len(frame):
                 return 0  # out-of-bounds load ends the program with "drop"
             acc = int.from_bytes(frame[insn.k : insn.k + size], "big")
-        elif insn.code in (sender.BPF_JEQ_K, sender.BPF_JGE_K, sender.BPF_JGT_K):
+        elif insn.code in (bpf.BPF_JEQ_K, bpf.BPF_JGE_K, bpf.BPF_JGT_K):
             taken = {
-                sender.BPF_JEQ_K: acc == insn.k,
-                sender.BPF_JGE_K: acc >= insn.k,
-                sender.BPF_JGT_K: acc > insn.k,
+                bpf.BPF_JEQ_K: acc == insn.k,
+                bpf.BPF_JGE_K: acc >= insn.k,
+                bpf.BPF_JGT_K: acc > insn.k,
             }[insn.code]
             pc += insn.jt if taken else insn.jf
-        elif insn.code == sender.BPF_RET_K:
+        elif insn.code == bpf.BPF_RET_K:
             return insn.k
         else:
             raise AssertionError(f"instruction not modelled: {insn}")
@@ -608,29 +608,29 @@ NOT_ARP_OR_ND = [
     [build_gratuitous_arp(MAC_A, V4), build_arp_probe(MAC_A, V4), bytes(Ether() / ARP(op=2) / Padding(bytes(18)))],
 )
 def test_arp_filter_accepts_arp(frame: bytes) -> None:
-    assert run_bpf(sender.arp_filter(), frame) == sender.BPF_ACCEPT
-    assert run_bpf(sender.arp_filter(), frame, vlan_tag_present=True) == 0
-    assert run_bpf(sender.ndp_filter(), frame) == 0
+    assert run_bpf(bpf.arp_filter(), frame) == bpf.BPF_ACCEPT
+    assert run_bpf(bpf.arp_filter(), frame, vlan_tag_present=True) == 0
+    assert run_bpf(bpf.ndp_filter(), frame) == 0
 
 
 @pytest.mark.parametrize(
     "frame", [build_unsolicited_na(MAC_A, V6), build_dad_ns(MAC_A, V6), build_ns(MAC_A, V6, V6)]
 )
 def test_ndp_filter_accepts_ns_and_na(frame: bytes) -> None:
-    assert run_bpf(sender.ndp_filter(), frame) == sender.BPF_ACCEPT
-    assert run_bpf(sender.ndp_filter(), frame, vlan_tag_present=True) == 0
-    assert run_bpf(sender.arp_filter(), frame) == 0
+    assert run_bpf(bpf.ndp_filter(), frame) == bpf.BPF_ACCEPT
+    assert run_bpf(bpf.ndp_filter(), frame, vlan_tag_present=True) == 0
+    assert run_bpf(bpf.arp_filter(), frame) == 0
 
 
 @pytest.mark.parametrize("frame", NOT_ARP_OR_ND)
 def test_filters_drop_other_traffic(frame: bytes) -> None:
-    assert run_bpf(sender.arp_filter(), frame) == 0
-    assert run_bpf(sender.ndp_filter(), frame) == 0
+    assert run_bpf(bpf.arp_filter(), frame) == 0
+    assert run_bpf(bpf.ndp_filter(), frame) == 0
 
 
 def test_bpf_packing() -> None:
-    program = sender.arp_filter()
-    packed = sender.pack_bpf(program)
+    program = bpf.arp_filter()
+    packed = bpf.pack_bpf(program)
     assert len(packed) == 8 * len(program)
     assert struct.unpack_from("HBBI", packed, 0) == (0x20, 0, 0, 0xFFFFF030)
 
@@ -687,7 +687,7 @@ def _judge(frame: bytes) -> str | None:
 def test_probe_returns_first_conflict_early() -> None:
     fake = FakeSocket(arrivals=[(0.01, b"noise"), (0.03, b"bad")])
     t0 = time.monotonic()
-    reason = asyncio.run(sender._probe(fake, b"probe", _judge, 0.5, 1))  # type: ignore[arg-type]
+    reason = asyncio.run(conflict._probe(fake, b"probe", _judge, 0.5, 1))  # type: ignore[arg-type]
     assert reason == "conflict"
     assert time.monotonic() - t0 < 0.3
     assert [f for _, f in fake.sent] == [b"probe"]
@@ -696,7 +696,7 @@ def test_probe_returns_first_conflict_early() -> None:
 def test_probe_spreads_probes_and_times_out() -> None:
     fake = FakeSocket(arrivals=[(0.05, b"noise")])
     t0 = time.monotonic()
-    assert asyncio.run(sender._probe(fake, b"probe", _judge, 0.3, 3)) is None  # type: ignore[arg-type]
+    assert asyncio.run(conflict._probe(fake, b"probe", _judge, 0.3, 3)) is None  # type: ignore[arg-type]
     elapsed = time.monotonic() - t0
     assert 0.3 <= elapsed < 0.5
     offsets = [at for at, _ in fake.sent]
@@ -706,4 +706,4 @@ def test_probe_spreads_probes_and_times_out() -> None:
 
 def test_probe_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        asyncio.run(sender._probe(FakeSocket(), b"p", _judge, 0.1, 0))  # type: ignore[arg-type]
+        asyncio.run(conflict._probe(FakeSocket(), b"p", _judge, 0.1, 0))  # type: ignore[arg-type]

@@ -7,10 +7,11 @@ multicast groups ``RTMGRP_LINK``, ``RTMGRP_IPV4_IFADDR`` and
 ``RTMGRP_IPV6_IFADDR`` with a large receive buffer (4 MiB through
 ``SO_RCVBUFFORCE`` as root, else ``SO_RCVBUF`` up to ``rmem_max``). The
 asyncio side is ours, the netlink side is pyroute2's: requests are encoded
-and every datagram is decoded with pyroute2's rtnetlink message classes
-(:class:`~pyroute2.netlink.rtnl.marshal.MarshalRtnl`), and the messages are
-converted to events with the converters of :mod:`ipshift.kernel.snapshot`
-right here; no netlink message leaves this module.
+with pyroute2's rtnetlink message classes, and every datagram goes to the
+pure :class:`~ipshift.kernel.decode.EventDecoder`, which decodes it
+(:class:`~pyroute2.netlink.rtnl.marshal.MarshalRtnl`) and converts the
+messages with the converters of :mod:`ipshift.kernel.convert`; no netlink
+message leaves the monitor.
 
 Start-up order matters. :meth:`KernelMonitor.__aenter__` binds to the groups
 *first*; the daemon reads its snapshot *after* ``__aenter__`` returns, so
@@ -50,8 +51,9 @@ opens it (and every re-opened one) from a short-lived helper thread inside
 ``/run/netns/NAME`` (:func:`ipshift.kernel.netns.call_in_netns`).
 
 Bridge-port notifications (``AF_BRIDGE`` family ``RTM_NEWLINK`` /
-``RTM_DELLINK``, sent when a port joins or leaves a bridge) are ignored: an
-``AF_BRIDGE`` ``RTM_DELLINK`` does not mean that the device is gone.
+``RTM_DELLINK``, sent when a port joins or leaves a bridge) are ignored (by
+the decoder): an ``AF_BRIDGE`` ``RTM_DELLINK`` does not mean that the device
+is gone.
 """
 
 from __future__ import annotations
@@ -63,27 +65,17 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
-from pyroute2.netlink.rtnl import (
-    RTM_DELADDR,
-    RTM_DELLINK,
-    RTM_GETLINK,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-    RTMGRP_IPV4_IFADDR,
-    RTMGRP_IPV6_IFADDR,
-    RTMGRP_LINK,
-)
+from pyroute2.netlink.rtnl import RTM_GETLINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from ipshift.events import AddressEvent, KernelEvent, LinkEvent, LinkGone, Resync
+from ipshift.events import KernelEvent, Resync
+from ipshift.kernel.decode import AF_UNSPEC, EventDecoder
 from ipshift.kernel.netns import call_in_netns
-from ipshift.kernel.snapshot import Msg, address_from_msg, link_from_msg
 
 __all__ = [
     "DEFAULT_GROUPS",
@@ -104,117 +96,10 @@ RECV_SIZE = 64 * 1024
 MAX_OPEN_ATTEMPTS = 5
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-AF_UNSPEC = 0
-_EVENT_TYPES = {
-    RTM_NEWLINK: "RTM_NEWLINK",
-    RTM_DELLINK: "RTM_DELLINK",
-    RTM_NEWADDR: "RTM_NEWADDR",
-    RTM_DELADDR: "RTM_DELADDR",
-}
-
-# The attributes link_from_msg reads. A decoded RTM_NEWLINK has some forty;
-# copying out these few in one pass, instead of a linear search per
-# attribute, trims the conversion by 10-15 % (pyroute2's lazy decoding of
-# the values is the rest of it).
-_LINK_ATTRS = frozenset(
-    {"IFLA_IFNAME", "IFLA_ADDRESS", "IFLA_OPERSTATE", "IFLA_LINKINFO", "IFLA_MTU", "IFLA_LINK", "IFLA_LINK_NETNSID"}
-)
 
 
 class MonitorError(RuntimeError):
     """The monitor was used wrongly (not opened, read twice at once) or could not open."""
-
-
-# ------------------------------------------------------------------ decoding
-
-
-def _event_name(msg: Msg) -> str | None:
-    event = msg.get("event")
-    if isinstance(event, str):
-        return event
-    header = msg.get("header")
-    if header is not None:
-        return _EVENT_TYPES.get(int(header.get("type", -1)))
-    return None
-
-
-def _link_view(msg: Msg) -> dict[str, Any]:
-    """The parts of a link message that :func:`link_from_msg` reads, as a plain dict."""
-    attrs = [(item[0], item[1]) for item in msg.get("attrs", ()) if item[0] in _LINK_ATTRS]
-    return {
-        "index": msg["index"],
-        "flags": msg.get("flags", 0),
-        "ifi_type": msg.get("ifi_type", 1),
-        "attrs": attrs,
-    }
-
-
-class EventDecoder:
-    """Netlink messages in, :data:`~ipshift.events.KernelEvent` values out.
-
-    Holds the ifindex -> name map that address messages need; it learns from
-    every link message it converts (and from :meth:`learn_links`). Pure apart
-    from that map: no I/O, the caller passes the time.
-    """
-
-    def __init__(self, ifnames: Mapping[int, str] | None = None) -> None:
-        self._marshal = MarshalRtnl()
-        self.ifnames: dict[int, str] = dict(ifnames or {})
-
-    def parse(self, data: bytes) -> list[Any]:
-        """The messages in one netlink datagram, decoded by pyroute2."""
-        return list(self._marshal.parse(data))
-
-    def decode(self, data: bytes, at: float) -> list[KernelEvent]:
-        """The events in one datagram of notifications (read at ``at``)."""
-        return self.convert_all(self.parse(data), at)
-
-    def convert_all(self, msgs: Iterable[Msg], at: float) -> list[KernelEvent]:
-        events = []
-        for msg in msgs:
-            event = self.convert(msg, at)
-            if event is not None:
-                events.append(event)
-        return events
-
-    def convert(self, msg: Msg, at: float) -> KernelEvent | None:
-        """One message as an event; None for a message that says nothing the daemon needs.
-
-        Accepts pyroute2's decoded messages and plain dicts of the same shape
-        (``event`` naming the type, or a ``header`` with the numeric one).
-        """
-        header = msg.get("header")
-        if header is not None and header.get("error") is not None:
-            return Resync(f"undecodable netlink message: {header['error']}", at)
-        event = _event_name(msg)
-        if event == "RTM_NEWLINK":
-            if msg.get("family", AF_UNSPEC) != AF_UNSPEC:  # AF_BRIDGE port info
-                return None
-            link = link_from_msg(_link_view(msg))
-            self.ifnames[link.index] = link.name
-            return LinkEvent.from_link(link, at)
-        if event == "RTM_DELLINK":
-            if msg.get("family", AF_UNSPEC) != AF_UNSPEC:  # a port left its bridge
-                return None
-            link = link_from_msg(_link_view(msg))
-            self.ifnames.pop(link.index, None)
-            return LinkGone(name=link.name, index=link.index, at=at)
-        if event in ("RTM_NEWADDR", "RTM_DELADDR"):
-            index = int(msg.get("index", 0))
-            if index not in self.ifnames:
-                return Resync(f"{event} for unknown ifindex {index}", at)
-            address = address_from_msg(msg, self.ifnames)
-            if address is None:
-                return None
-            return AddressEvent.from_address(event == "RTM_NEWADDR", address, at)
-        return None
-
-    def learn_links(self, msgs: Iterable[Msg]) -> None:
-        """Update the ifindex -> name map from link messages (a dump), emitting nothing."""
-        for msg in msgs:
-            if _event_name(msg) == "RTM_NEWLINK" and msg.get("family", AF_UNSPEC) == AF_UNSPEC:
-                link = link_from_msg(_link_view(msg))
-                self.ifnames[link.index] = link.name
 
 
 # ------------------------------------------------------------------- monitor

@@ -19,7 +19,7 @@ MAC. Both are plain ARP frames (RFC 826) with the conventions of RFC 5227:
 * **Conflict** (RFC 5227 section 2.1.1): while probing an address, any ARP
   packet whose sender IP is the address, or any other host's probe for the
   same address, means the address is not free. :func:`conflict_from` is that
-  rule as a pure function; the socket side (``ipshift.wire.sender``) feeds it
+  rule as a pure function; the probes (``ipshift.wire.conflict``) feed it
   whatever arrives on the wire.
 
 Frames are built with :mod:`struct` only, without Ethernet padding (the NIC

@@ -11,31 +11,26 @@ of the surviving NIC in the middle of a failover.
   the kernel never queues received frames on it, so the daemon can keep one
   open per NIC for announcements without it filling up.
 * A receiving socket is created with protocol 0, gets its classic-BPF filter
-  (if any) and ``PACKET_IGNORE_OUTGOING``, and only then is bound to
+  (if any; the programs are in :mod:`ipshift.wire.bpf`) and
+  ``PACKET_IGNORE_OUTGOING``, and only then is bound to
   ``(ifname, protocol)``: the kernel starts delivering at bind time, so no
   frame from another interface or of another kind is ever queued. Frames we
   send ourselves are dropped (``PACKET_IGNORE_OUTGOING``, and ``recv`` drops
-  ``PACKET_OUTGOING`` on kernels without it). The filters also drop frames
-  that carry a VLAN tag in skb metadata: Linux shows a VLAN subinterface's
-  traffic to sockets bound on the parent NIC, and an address in use on
-  VLAN 10 says nothing about the untagged segment.
+  ``PACKET_OUTGOING`` on kernels without it).
 * Every socket is non-blocking (``SOCK_NONBLOCK``): :meth:`FrameSocket.recv`
   waits with ``select``; :meth:`FrameSocket.arecv` waits with
   ``loop.add_reader`` so the asyncio event loop never blocks.
-* Multicast: the NIC's hardware filter drops groups nobody joined. DAD
-  defences go to all-nodes (always joined), but another node's DAD NS goes to
-  the solicited-node group of the address, which this host has not joined yet
-  because it does not hold the address. :meth:`FrameSocket.add_multicast`
-  joins it for the socket's lifetime (``PACKET_ADD_MEMBERSHIP``); the kernel
-  leaves the group when the socket closes. veth has no hardware filter, so on
-  veth everything arrives either way.
+* Multicast: the NIC's hardware filter drops groups nobody joined.
+  :meth:`FrameSocket.add_multicast` joins a group for the socket's lifetime
+  (``PACKET_ADD_MEMBERSHIP``); the kernel leaves the group when the socket
+  closes. veth has no hardware filter, so on veth everything arrives either
+  way.
 
-On top of the socket sit the three operations the daemon needs:
-:func:`announce` (N copies of a frame at a fixed interval, the first one at
-once), :func:`probe_conflict_v4` (RFC 5227 probe with a failover-sized
-timeout) and :func:`probe_conflict_v6` (DAD NS). The probes open their receive
-socket *before* sending so that a fast answer cannot be missed, and are
-bounded by ``timeout`` whatever arrives.
+On top of the socket sits :func:`announce` (N copies of a frame at a fixed
+interval, the first one at once). The conflict probes
+(:func:`probe_conflict_v4`, :func:`probe_conflict_v6`,
+:func:`probe_conflicts_many`) live in :mod:`ipshift.wire.conflict` and the
+BPF programs in :mod:`ipshift.wire.bpf` (re-exported here).
 
 Closing an AF_PACKET socket blocks the caller for an RCU grace period
 (``synchronize_net()`` in the kernel's release path; 10-16 ms measured on a
@@ -49,32 +44,17 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import logging
 import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Final, Self
 
-from ipshift.wire.arp import (
-    ETH_P_ARP,
-    ETH_P_IPV6,
-    build_arp_probe,
-    conflict_from,
-    mac_to_bytes,
-    parse_arp,
-)
-from ipshift.wire.ndp import (
-    build_dad_ns,
-    dad_conflict_from,
-    multicast_mac,
-    parse_ndp,
-    solicited_node,
-)
+from ipshift.wire.arp import ETH_P_ARP, ETH_P_IPV6, mac_to_bytes
+from ipshift.wire.bpf import BpfInsn, arp_filter, ndp_filter, pack_bpf
+
 
 __all__ = [
     "ETH_P_ALL",
@@ -87,16 +67,12 @@ __all__ = [
     "arp_filter",
     "ndp_filter",
     "pack_bpf",
-    "probe_conflict_v4",
-    "probe_conflict_v6",
 ]
-
-log = logging.getLogger(__name__)
 
 ETH_P_NONE: Final = 0  # send-only: nothing is delivered to the socket
 ETH_P_ALL: Final = 0x0003
 
-# <linux/if_packet.h>, <asm-generic/socket.h>, <linux/filter.h>
+# <linux/if_packet.h>, <asm-generic/socket.h>
 SOL_PACKET: Final = 263
 PACKET_ADD_MEMBERSHIP: Final = 1
 PACKET_MR_MULTICAST: Final = 0
@@ -105,73 +81,13 @@ PACKET_MR_ALLMULTI: Final = 2
 PACKET_IGNORE_OUTGOING: Final = 23
 PACKET_OUTGOING: Final = 4
 SO_ATTACH_FILTER: Final = 26
-SKF_AD_OFF: Final = -0x1000
-SKF_AD_VLAN_TAG_PRESENT: Final = 48
 
 MAX_FRAME: Final = 65536
 # recv_nowait gives up after this many of our own outgoing frames in a row
 _MAX_SKIPPED: Final = 1024
 
 _PACKET_MREQ = struct.Struct("iHH8s")  # mr_ifindex, mr_type, mr_alen, mr_address
-_SOCK_FILTER = struct.Struct("HBBI")  # code, jt, jf, k
 _SOCK_FPROG = struct.Struct("HP")  # len, pointer to the instructions
-
-
-# --- classic BPF (pure) -------------------------------------------------------
-
-BPF_LD_W_ABS: Final = 0x20
-BPF_LD_H_ABS: Final = 0x28
-BPF_LD_B_ABS: Final = 0x30
-BPF_JEQ_K: Final = 0x15
-BPF_JGT_K: Final = 0x25
-BPF_JGE_K: Final = 0x35
-BPF_RET_K: Final = 0x06
-BPF_ACCEPT: Final = 0x40000  # "keep up to 256 KiB of the frame"
-_VLAN_PRESENT_K: Final = (SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT) & 0xFFFFFFFF
-
-
-@dataclass(frozen=True, slots=True)
-class BpfInsn:
-    """One classic BPF instruction (``struct sock_filter``)."""
-
-    code: int
-    jt: int
-    jf: int
-    k: int
-
-
-def arp_filter() -> tuple[BpfInsn, ...]:
-    """Accept untagged ARP frames only (``tcpdump -dd 'not vlan and arp'``, by hand)."""
-    return (
-        BpfInsn(BPF_LD_W_ABS, 0, 0, _VLAN_PRESENT_K),  # 0: A = skb has a VLAN tag
-        BpfInsn(BPF_JEQ_K, 0, 3, 0),  # 1: tagged -> 5
-        BpfInsn(BPF_LD_H_ABS, 0, 0, 12),  # 2: A = ethertype
-        BpfInsn(BPF_JEQ_K, 0, 1, ETH_P_ARP),  # 3: not ARP -> 5
-        BpfInsn(BPF_RET_K, 0, 0, BPF_ACCEPT),  # 4: accept
-        BpfInsn(BPF_RET_K, 0, 0, 0),  # 5: drop
-    )
-
-
-def ndp_filter() -> tuple[BpfInsn, ...]:
-    """Accept untagged IPv6 ICMPv6 NS/NA without extension headers."""
-    return (
-        BpfInsn(BPF_LD_W_ABS, 0, 0, _VLAN_PRESENT_K),  # 0: A = skb has a VLAN tag
-        BpfInsn(BPF_JEQ_K, 0, 8, 0),  # 1: tagged -> 10
-        BpfInsn(BPF_LD_H_ABS, 0, 0, 12),  # 2: A = ethertype
-        BpfInsn(BPF_JEQ_K, 0, 6, ETH_P_IPV6),  # 3: not IPv6 -> 10
-        BpfInsn(BPF_LD_B_ABS, 0, 0, 14 + 6),  # 4: A = next header
-        BpfInsn(BPF_JEQ_K, 0, 4, 58),  # 5: not ICMPv6 -> 10
-        BpfInsn(BPF_LD_B_ABS, 0, 0, 14 + 40),  # 6: A = ICMPv6 type
-        BpfInsn(BPF_JGE_K, 0, 2, 135),  # 7: below NS -> 10
-        BpfInsn(BPF_JGT_K, 1, 0, 136),  # 8: above NA -> 10
-        BpfInsn(BPF_RET_K, 0, 0, BPF_ACCEPT),  # 9: accept
-        BpfInsn(BPF_RET_K, 0, 0, 0),  # 10: drop
-    )
-
-
-def pack_bpf(program: Sequence[BpfInsn]) -> bytes:
-    """The program as the kernel's array of ``struct sock_filter``."""
-    return b"".join(_SOCK_FILTER.pack(i.code, i.jt, i.jf, i.k) for i in program)
 
 
 # --- the socket ---------------------------------------------------------------
@@ -386,147 +302,3 @@ async def announce(sock: FrameSocket, frame: bytes, count: int, interval: float)
         sock.send(frame)
         sent_at.append(time.monotonic())
     return sent_at
-
-
-Judge = Callable[[bytes], str | None]
-
-
-async def _listen(sock: FrameSocket, judge: Judge, until: float) -> str | None:
-    """The first conflict ``judge`` reports before monotonic time ``until``."""
-    while (remaining := until - time.monotonic()) > 0:
-        frame = await sock.arecv(remaining)
-        if frame is None:
-            return None
-        reason = judge(frame)
-        if reason is not None:
-            return reason
-    return None
-
-
-async def _probe(
-    sock: FrameSocket, probe: bytes, judge: Judge, timeout: float, probes: int
-) -> str | None:
-    """Send ``probes`` probes spread evenly over ``timeout``, listening all along."""
-    if timeout < 0 or probes < 1:
-        raise ValueError(f"need timeout >= 0 and probes >= 1, got {timeout} and {probes}")
-    start = time.monotonic()
-    for n in range(probes):
-        sock.send(probe)
-        window_end = start + timeout * (n + 1) / probes
-        reason = await _listen(sock, judge, window_end)
-        if reason is not None:
-            return reason
-    return None
-
-
-async def probe_conflict_v4(
-    ifname: str, mac: str, ip: IPv4Address, timeout: float, *, probes: int = 1,
-    own_macs: Collection[str] = (),
-) -> str | None:
-    """RFC 5227 probe for ``ip`` from ``mac`` on ``ifname``: who else uses it?
-
-    Returns a one-line reason naming the other MAC, or None when nothing
-    conflicting arrived within ``timeout`` seconds. ``probes`` > 1 spreads
-    the probes evenly over the timeout. Frames from ``own_macs`` (this host's
-    other NICs, which may still hold the address during a planned move) are
-    never a conflict.
-    """
-    own = frozenset({mac, *own_macs})
-
-    def judge(frame: bytes) -> str | None:
-        packet = parse_arp(frame)
-        return None if packet is None else conflict_from(packet, ip=ip, own_mac=own)
-
-    sock = FrameSocket.open(ifname, ETH_P_ARP, bpf=arp_filter())
-    try:
-        return await _probe(sock, build_arp_probe(mac, ip), judge, timeout, probes)
-    finally:
-        sock.close_in_background()
-
-
-async def probe_conflict_v6(
-    ifname: str, mac: str, ip: IPv6Address, timeout: float, *, probes: int = 1,
-    own_macs: Collection[str] = (),
-) -> str | None:
-    """RFC 4862 duplicate address detection for ``ip`` from ``mac`` on ``ifname``.
-
-    Returns a one-line reason naming the other MAC, or None when nothing
-    conflicting arrived within ``timeout`` seconds. ``own_macs`` as for
-    :func:`probe_conflict_v4`.
-    """
-    own = frozenset({mac, *own_macs})
-
-    def judge(frame: bytes) -> str | None:
-        packet = parse_ndp(frame)
-        return None if packet is None else dad_conflict_from(packet, ip=ip, own_mac=own)
-
-    sock = FrameSocket.open(ifname, ETH_P_IPV6, bpf=ndp_filter())
-    try:
-        group = multicast_mac(solicited_node(ip))
-        try:
-            sock.add_multicast(group)
-        except OSError as e:  # defences go to all-nodes, so DAD still mostly works
-            log.warning("cannot join %s on %s, DAD may miss a concurrent prober: %s", group, ifname, e)
-        return await _probe(sock, build_dad_ns(mac, ip), judge, timeout, probes)
-    finally:
-        sock.close_in_background()
-
-
-async def probe_conflicts_many(
-    ifname: str, mac: str, ips: Sequence[IPv4Address | IPv6Address], timeout: float, *,
-    own_macs: Collection[str] = (),
-) -> dict[IPv4Address | IPv6Address, str]:
-    """:func:`probe_conflict_v4` / :func:`probe_conflict_v6` for many addresses at once: one socket
-    per family, every probe sent at once, one ``timeout`` in all. The conflicts found, by address."""
-    own = frozenset({mac, *own_macs})
-    found: dict[IPv4Address | IPv6Address, str] = {}
-    v4 = [ip for ip in ips if isinstance(ip, IPv4Address)]
-    v6 = [ip for ip in ips if isinstance(ip, IPv6Address)]
-    socks: list[tuple[FrameSocket, Callable[[bytes], None]]] = []
-    if v4:
-        wanted4 = set(v4)
-
-        def judge4(frame: bytes) -> None:
-            p = parse_arp(frame)
-            if p is None:
-                return
-            for ip in {p.sender_ip, p.target_ip} & wanted4:
-                reason = conflict_from(p, ip=ip, own_mac=own)
-                if reason is not None:
-                    found.setdefault(ip, reason)
-
-        sock4 = FrameSocket.open(ifname, ETH_P_ARP, bpf=arp_filter())
-        socks.append((sock4, judge4))
-        for ip4 in v4:
-            sock4.send(build_arp_probe(mac, ip4))
-    if v6:
-        wanted6 = set(v6)
-
-        def judge6(frame: bytes) -> None:
-            p = parse_ndp(frame)
-            if p is None or p.target not in wanted6:
-                return
-            assert isinstance(p.target, IPv6Address)
-            reason = dad_conflict_from(p, ip=p.target, own_mac=own)
-            if reason is not None:
-                found.setdefault(p.target, reason)
-
-        sock6 = FrameSocket.open(ifname, ETH_P_IPV6, bpf=ndp_filter())
-        socks.append((sock6, judge6))
-        for ip6 in v6:
-            sock6.send(build_dad_ns(mac, ip6))
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-
-    async def listen(sock: FrameSocket, judge: Callable[[bytes], None]) -> None:
-        while (left := end - loop.time()) > 0:
-            frame = await sock.arecv(left)
-            if frame is not None:
-                judge(frame)
-
-    try:
-        await asyncio.gather(*(listen(s, j) for s, j in socks))
-    finally:
-        for s, _ in socks:
-            s.close_in_background()
-    return found
