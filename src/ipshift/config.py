@@ -1,12 +1,12 @@
 """Configuration: YAML in, a validated frozen :class:`Config` out.
 
-Theory of operation: the YAML text is composed once into nodes, which gives
-every key path its line number and catches keys given twice (PyYAML would keep
-the last one silently). The plain data is then validated by pydantic v2 models
-with ``extra="forbid"``; finally the checks that span several keys (an address
-listed twice, a backup that is not a configured NIC, a route gateway no NIC can
-reach) run over the model. Every failure becomes one :class:`ConfigError`
-whose text is ``file:line: key.path: message`` -- never a traceback.
+Theory of operation: the YAML text becomes plain data with a line number per
+key path (:mod:`ipshift.configsrc`, which also catches keys given twice). The
+data is then validated by pydantic v2 models with ``extra="forbid"``; finally
+the checks that span several keys (an address listed twice, a backup that is
+not a configured NIC, a route gateway no NIC can reach) run over the model.
+Every failure becomes one :class:`ConfigError` whose text is
+``file:line: key.path: message`` -- never a traceback.
 
 This module reads the file it is given and nothing else.
 """
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from ipshift.configsrc import ConfigError as ConfigError
+from ipshift.configsrc import _from_validation_error, _join, _load_yaml
 from ipshift.model import IPAddress, IPInterface, IPNetwork
 
 DEFAULT_CONFIG_PATH = "/etc/ipshift/ipshift.yaml"
@@ -29,21 +29,6 @@ DEFAULT_SOCKET_PATH = "/run/ipshift/ipshift.sock"
 
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
-
-
-class ConfigError(Exception):
-    """A configuration problem, printable as one line."""
-
-    def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
-        self.file = file
-        self.line = line
-        self.path = path
-        self.message = message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -166,6 +151,8 @@ class ProbeConfig(_Strict):
 
 
 class DetectConfig(_Strict):
+    # false: carrier and admin state do not fail a NIC (NICs whose carrier says nothing useful, e.g.
+    # some virtual ones); only the path probes do, so detect.probe is required
     link: bool = True
     probe: ProbeConfig | None = None
 
@@ -255,118 +242,6 @@ class Config(_Strict):
         return [(name, a) for name, iface in self.interfaces.items() for a in iface.addresses]
 
 
-# --------------------------------------------------------------------------- YAML with lines
-
-
-@dataclass(frozen=True, slots=True)
-class _Located:
-    data: Any
-    lines: Mapping[str, int]
-
-
-def _join(path: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
-def _walk(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Any, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise ConfigError(file, line, _join(path, key), f"given twice (first on line {seen[key]})")
-            seen[key] = line
-            child = _join(path, key)
-            lines[child] = line
-            _walk(value_node, child, lines, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            child = _join(path, i)
-            lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines, file)
-
-
-# libyaml's parser when PyYAML has it (ten times faster on a file with thousands of addresses)
-_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _load_yaml(text: str, file: str) -> _Located:
-    try:
-        # one parse: the node tree gives the line numbers, the data is constructed from it
-        loader = _SAFE_LOADER(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(file, line, "", f"YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(file, None, "", f"YAML error: {exc}".splitlines()[0]) from None
-    if node is None or data is None:
-        raise ConfigError(file, 1, "", "the file is empty: it needs at least 'interfaces:'")
-    if not isinstance(data, dict):
-        raise ConfigError(file, node.start_mark.line + 1, "", "the top level must be a mapping of keys")
-    lines: dict[str, int] = {}
-    _walk(node, "", lines, file)
-    return _Located(data, lines)
-
-
-def _loc_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, str) and part.startswith("function-"):
-            continue
-        path = _join(path, part)
-    return path
-
-
-def _best_line(lines: Mapping[str, int], loc: tuple[int | str, ...]) -> tuple[int | None, str]:
-    """The line of the longest prefix of ``loc`` that exists in the file, and that prefix's path."""
-    parts = [p for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
-    for n in range(len(parts), -1, -1):
-        path = _loc_path(tuple(parts[:n]))
-        if path in lines:
-            return lines[path], path
-    return None, ""
-
-
-def _error_text(err: Mapping[str, Any]) -> str:
-    kind = err.get("type", "")
-    msg = str(err.get("msg", "invalid value"))
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required key is missing"
-    if kind in ("literal_error",):
-        return f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
-    if kind in ("greater_than_equal", "less_than_equal", "int_parsing", "int_type", "bool_parsing",
-                "bool_type", "too_short", "list_type", "dict_type", "model_type", "string_type",
-                "int_from_float"):
-        return f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
-    return msg
-
-
-def _from_validation_error(exc: ValidationError, located: _Located, file: str) -> ConfigError:
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    line, found = _best_line(located.lines, loc)
-    if err["type"] == "missing":
-        path = _loc_path(loc)
-    else:
-        path = found or _loc_path(loc)
-    return ConfigError(file, line, path, _error_text(err))
-
-
 # --------------------------------------------------------------------------- cross-key checks
 
 
@@ -374,6 +249,8 @@ def _cross_checks(cfg: Config, lines: Mapping[str, int], file: str) -> None:
     def fail(path: str, message: str) -> ConfigError:
         return ConfigError(file, lines.get(path), path, message)
 
+    if not cfg.detect.link and cfg.detect.probe is None:
+        raise fail("detect.link", "false needs detect.probe: with neither, nothing would detect a failure")
     seen: dict[IPAddress, str] = {}
     for name, iface in cfg.interfaces.items():
         if not _IFNAME.match(name):
@@ -442,3 +319,20 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError(name, None, "", f"cannot read: {exc.strerror}") from None
     return parse_config(text, name)
+
+
+def reload_config(path: str | Path, running: Config) -> Config | None:
+    """``path`` again (a reload): the new configuration, or None -- logged -- when it is invalid and
+    ``running`` stays."""
+    import logging
+
+    log = logging.getLogger("ipshift.config")
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        log.error("reload refused, the running configuration stays: %s", exc)
+        return None
+    log.info("configuration reloaded from %s (NICs added: %s; removed: %s)", path,
+             ", ".join(sorted(set(new.interfaces) - set(running.interfaces))) or "none",
+             ", ".join(sorted(set(running.interfaces) - set(new.interfaces))) or "none")
+    return new

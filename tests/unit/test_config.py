@@ -116,6 +116,8 @@ def test_bad_input_is_one_line_with_file_line_and_key(old: str, new: str, expect
     ("- eth0\n", "the top level must be a mapping"),
     ("detect: {link: true}\n", "interfaces: required key is missing"),
     ("interfaces: {}\n", "interfaces: {}"),
+    ("interfaces: {eth0: {}}\ndetect: {link: false}\n",
+     "f.yaml:2: detect.link: false needs detect.probe: with neither, nothing would detect a failure"),
     ("interfaces:\n  'eth/0': {}\n", "'eth/0' is not a valid interface name"),
     ("\tinterfaces:\n", "YAML syntax error"),
 ])
