@@ -34,7 +34,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     _enter(args.netns)
     from ipshift.kernel.snapshot import read_snapshot
-    from ipshift.plan import all_plans, sysctl_warnings
+    from ipshift.plan import all_plans
+    from ipshift.policy import sysctl_warnings
     from ipshift.report import check_dict, check_text
 
     snapshot = read_snapshot()

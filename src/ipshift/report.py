@@ -8,7 +8,8 @@ from typing import Any
 
 from ipshift.config import Config
 from ipshift.model import Snapshot
-from ipshift.plan import Candidate, Plan, Warning
+from ipshift.plan import Candidate, Plan
+from ipshift.policy import Warning
 from ipshift.steps import Step
 
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from ipshift.config import Config, parse_config
 from ipshift.model import Address, KernelFeatures, Link, LinkSysctls, Route, Snapshot
-from ipshift.plan import CHECK_CODES, addresses_on, converge, plan_failback, plan_failover, sysctl_warnings
+from ipshift.plan import CHECK_CODES, addresses_on, converge, plan_failback, plan_failover
+from ipshift.policy import sysctl_warnings
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours, DelRoute,
     DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes,

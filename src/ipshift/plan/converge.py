@@ -1,0 +1,246 @@
+"""Plans: which addresses move where, with the steps of each move (pure).
+
+Theory of operation
+-------------------
+``plan_failover(config, snapshot, failed, ...)`` walks every address that is
+on the failed NIC now (or is homed there and placed nowhere) and runs the
+checks of :mod:`ipshift.plan.checks` for each candidate survivor in order. The
+first candidate that passes every check gets the address, with the ordered
+steps of :mod:`ipshift.plan.builders`; if none does, the address is refused
+and the refusal lists, per candidate, every check that failed.
+
+Candidate order: the failed NIC's ``backups`` when configured (only those, in
+that order); otherwise every other configured NIC, fewest addresses first
+(counting the moves already planned), then by name -- so the result never
+depends on the order of keys in the configuration.
+
+``plan_failback`` brings a healthy NIC's addresses home; ``converge`` asks
+both for every NIC and returns the plans that bring the kernel to the
+configured placement. Nothing here performs I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+from ipshift.config import Config
+from ipshift.model import IPAddress, IPInterface, Link, Snapshot
+from ipshift.plan.builders import (
+    RouteLedger, failover_steps, home_device, macvlan_name, return_steps, settle_steps, vlan_device,
+)
+from ipshift.plan.checks import (
+    Candidate, Load, addresses_on, evaluate, is_managed_address, managed_devices, present_count,
+)
+from ipshift.steps import AddMacvlan, DelLink, DemoteRoutes, RestoreRoutes, Step
+
+PlanKind = Literal["failover", "failback"]
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """An address that moves: from ``source`` to ``survivor`` (device ``target``)."""
+
+    interface: IPInterface
+    home: str
+    source: str
+    survivor: str
+    target: str  # the device the address goes on: the survivor, its macvlan or VLAN device
+    steps: tuple[Step, ...]
+    passed_over: tuple[Candidate, ...] = ()  # candidates before the chosen one, with their failures
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An address that cannot move, with every failing check of every candidate."""
+
+    interface: IPInterface
+    home: str
+    source: str
+    candidates: tuple[Candidate, ...]
+    reason: str = ""  # set when there was no candidate at all
+
+    def codes(self) -> frozenset[str]:
+        return frozenset(f.code for c in self.candidates for f in c.failures)
+
+    def reasons(self) -> tuple[str, ...]:
+        """One line per failed check of every candidate (or the reason there was none)."""
+        lines = tuple(f"{c.nic}: [{f.code}] {f.reason}" for c in self.candidates for f in c.failures)
+        return lines or (self.reason,)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    failed: str
+    moves: tuple[Move, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+    prelude: tuple[Step, ...] = ()  # NIC-level steps that run before the moves
+    postlude: tuple[Step, ...] = ()  # NIC-level steps that run after the moves
+    kind: PlanKind = "failover"
+
+    @property
+    def complete(self) -> bool:
+        return not self.refusals
+
+
+def candidates_for(config: Config, failed: str) -> list[str]:
+    """Who may take over from ``failed``, before ordering by load."""
+    cfg = config.interfaces.get(failed)
+    if cfg is not None and cfg.backups is not None:
+        return [b for b in cfg.backups if b != failed]
+    return sorted(n for n in config.interfaces if n != failed)
+
+
+def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
+                  conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
+                  unhealthy: Mapping[str, str] | None = None) -> Plan:
+    """Plan the move of every address on ``failed`` to survivors. Pure."""
+    conflicts = conflicts or {}
+    unhealthy = dict(unhealthy or {})
+    unhealthy.pop(failed, None)
+    managed = managed_devices(config, snapshot)
+    failed_link = snapshot.link(failed)
+    load = Load(counts={n: present_count(snapshot, n) for n in config.interfaces},
+                macs={n: len(snapshot.children(n, "macvlan")) for n in config.interfaces})
+    moves: list[Move] = []
+    refusals: list[Refusal] = []
+    names = candidates_for(config, failed)
+    explicit = config.interfaces.get(failed) is not None and config.interfaces[failed].backups is not None
+    macvlan_planned: dict[str, str] = {}  # survivor -> macvlan device planned on it
+    ledger = RouteLedger()
+
+    for home, addr in addresses_on(config, snapshot, failed):
+        iface = addr.address
+        order = names if explicit else sorted(names, key=lambda n: (load.counts.get(n, 0), n))
+        considered: list[Candidate] = []
+        chosen: str | None = None
+        for nic in order:
+            cand = evaluate(config, snapshot, addr, nic, load=load, unhealthy=unhealthy,
+                            conflicts=conflicts, managed_devices=managed)
+            considered.append(cand)
+            if cand.eligible:
+                chosen = nic
+                break
+        if chosen is None:
+            reason = "" if order else f"no other NIC may take over from {failed} (backups is empty or only one NIC is configured)"
+            refusals.append(Refusal(iface, home, failed, tuple(considered), reason))
+            continue
+        if addr.vlan is not None:
+            target = vlan_device(snapshot, chosen, addr.vlan)
+        elif addr.mac == "move":
+            target = macvlan_name(failed_link, failed)
+        else:
+            target = chosen
+        steps = failover_steps(config, snapshot, home, addr, failed, chosen, target, failed_link, ledger)
+        if addr.mac == "move" and addr.vlan is None:
+            if chosen in macvlan_planned:  # the MAC already moves to this survivor: one macvlan serves
+                steps = tuple(s for s in steps if not isinstance(s, AddMacvlan))
+            else:
+                macvlan_planned[chosen] = target
+                load.macs[chosen] = load.macs.get(chosen, 0) + 1
+        load.counts[chosen] = load.counts.get(chosen, 0) + 1
+        moves.append(Move(iface, home, failed, chosen, target, steps, tuple(considered[:-1])))
+
+    postlude: tuple[Step, ...] = (DemoteRoutes(failed),) if moves else ()
+    return Plan(failed, tuple(moves), tuple(refusals), (), postlude)
+
+
+def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: bool = True,
+                  unhealthy: Mapping[str, str] | None = None,
+                  conflicts: Mapping[tuple[IPAddress, str], str] | None = None) -> Plan:
+    """Addresses homed on ``nic`` that are not there: bring them home. Pure.
+
+    Addresses held by another NIC come home only with ``bring_back`` (failback
+    mode auto, or an operator's ``ipshift failback``); addresses held by no NIC
+    at all (first start, a crash in the middle of a move, someone deleted
+    them) are always placed. Copies of a home address on other devices are
+    removed, and its configured routes come home (``settle_steps``).
+    Every placement is checked like a failover candidate.
+    """
+    unhealthy = dict(unhealthy or {})
+    conflicts = conflicts or {}
+    managed = managed_devices(config, snapshot)
+    moves: list[Move] = []
+    refusals: list[Refusal] = []
+    iface_cfg = config.interfaces.get(nic)
+    if iface_cfg is None:
+        return Plan(nic, kind="failback")
+    load = Load(counts={n: present_count(snapshot, n) for n in config.interfaces})
+    emptied: dict[str, int] = {}
+    ledger = RouteLedger()
+    for addr in sorted(iface_cfg.addresses, key=lambda a: (a.address.version, a.address.ip)):
+        iface = addr.address
+        home_dev = home_device(snapshot, nic, addr)
+        holders = tuple(a.ifname for a in snapshot.where_is(iface.ip))
+        if home_dev in holders:
+            extra = tuple(h for h in holders if h != home_dev and h in managed)
+            steps: tuple[Step, ...] = settle_steps(config, snapshot, nic, addr, home_dev, extra, managed, ledger)
+            if steps:
+                moves.append(Move(iface, nic, extra[0] if extra else home_dev, nic, home_dev, steps))
+            continue
+        if holders and not bring_back:
+            continue
+        cand = evaluate(config, snapshot, addr, nic, load=load, unhealthy=unhealthy,
+                        conflicts=conflicts, managed_devices=managed)
+        if not cand.eligible:
+            refusals.append(Refusal(iface, nic, holders[0] if holders else nic, (cand,)))
+            continue
+        steps = return_steps(config, snapshot, nic, addr, holders, ledger)
+        for h in holders:
+            emptied[h] = emptied.get(h, 0) + 1
+        load.counts[nic] = load.counts.get(nic, 0) + 1
+        moves.append(Move(iface, nic, holders[0] if holders else nic, nic, home_dev, steps))
+    # macvlan devices ipshift made that this plan leaves without an address
+    cleanup: list[Step] = []
+    for dev, n in sorted(emptied.items()):
+        link = snapshot.link(dev)
+        if link is not None and (link.kind == "macvlan" and dev.startswith("ipsmv")
+                                 or link.kind == "vlan" and _vlan_made_for_a_move(config, snapshot, link)):
+            left = sum(1 for a in snapshot.addresses_on(dev) if is_managed_address(a)) - n
+            if left <= 0:
+                cleanup.append(DelLink(dev))
+    return Plan(nic, tuple(moves), tuple(refusals), (RestoreRoutes(nic),), tuple(cleanup), kind="failback")
+
+
+def _vlan_made_for_a_move(config: Config, snapshot: Snapshot, link: Link) -> bool:
+    """A VLAN device on a NIC that is configured with no address on that VLAN: ipshift made it."""
+    parent = snapshot.link_by_index(link.parent) if link.parent is not None else None
+    if parent is None or parent.name not in config.interfaces:
+        return False
+    return not any(a.vlan == link.vlan_id for a in config.interfaces[parent.name].addresses)
+
+
+def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
+             unhealthy: Mapping[str, str] | None = None, bring_back: frozenset[str] = frozenset(),
+             conflicts: Mapping[tuple[IPAddress, str], str] | None = None) -> list[Plan]:
+    """Every plan that brings the kernel to the configured placement. Pure.
+
+    ``usable``: per configured NIC, whether it may carry addresses now (health).
+    NICs that are not usable and hold addresses fail over; usable NICs get
+    their missing home addresses, and those held elsewhere when the NIC is in
+    ``bring_back``. Plans without moves or refusals are left out.
+    """
+    reasons = dict(unhealthy or {})
+    for nic, ok in usable.items():
+        if not ok and nic not in reasons:
+            reasons[nic] = "not usable"
+    plans: list[Plan] = []
+    for nic in sorted(config.interfaces):
+        if not usable.get(nic, False):
+            p = plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=reasons)
+            if p.moves or p.refusals:
+                plans.append(p)
+    for nic in sorted(config.interfaces):
+        if usable.get(nic, False):
+            p = plan_failback(config, snapshot, nic, bring_back=nic in bring_back,
+                              unhealthy=reasons, conflicts=conflicts)
+            if p.moves or p.refusals:
+                plans.append(p)
+    return plans
+
+
+def all_plans(config: Config, snapshot: Snapshot, *, conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
+              unhealthy: Mapping[str, str] | None = None) -> list[Plan]:
+    """``plan_failover`` for every configured NIC, as if it failed now."""
+    return [plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=unhealthy)
+            for nic in sorted(config.interfaces)]
