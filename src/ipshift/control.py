@@ -3,6 +3,12 @@
 A unix stream socket (mode 0600: root only) carrying one JSON request line
 and one JSON answer line per connection: ``{"cmd": "status"}``,
 ``{"cmd": "failover", "nic": "eth0"}``, ``{"cmd": "failback", "nic": "eth0"}``.
+
+The daemon answers with text it has already serialised (its records are
+serialised once, when they end): a status is a list of JSON text parts, a
+command's :class:`Answer` carries its records' parts. The server writes the
+parts in chunks and lets the loop run between them, so a large answer never
+holds the event loop.
 """
 
 from __future__ import annotations
@@ -12,16 +18,64 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ipshift.config import MetricsConfig
+
 log = logging.getLogger("ipshift.control")
+
+WRITE_CHUNK = 1 << 20  # bytes handed to the transport between two turns of the loop
+
+
+@dataclass
+class Answer:
+    """A command's answer: ``records`` are the text parts of the records it made."""
+
+    ok: bool
+    error: str = ""
+    records: list[str] = field(default_factory=list)
+
+    def parts(self) -> list[str]:
+        head = json.dumps({"ok": self.ok, **({"error": self.error} if self.error else {})})
+        return [head[:-1], ', "records": [', *self.records, "]}"]
 
 
 class Controlled(Protocol):
-    def status(self) -> dict[str, Any]: ...
-    async def cmd_failover(self, nic: str) -> dict[str, Any]: ...
-    async def cmd_failback(self, nic: str) -> dict[str, Any]: ...
+    async def status(self) -> list[str]: ...
+    async def cmd_failover(self, nic: str) -> Answer: ...
+    async def cmd_failback(self, nic: str) -> Answer: ...
+
+
+class Servers:
+    """The control socket and, when configured, the metrics endpoint."""
+
+    def __init__(self, control: ControlServer, metrics: asyncio.Server | None) -> None:
+        self.control = control
+        self.metrics = metrics
+
+    @classmethod
+    async def open(cls, daemon: Controlled, socket_path: str, metrics_listen: MetricsConfig | None,
+                   scrape: Callable[[str], Awaitable[tuple[bytes, str]]]) -> Servers:
+        control = ControlServer(daemon, socket_path)
+        await control.start()
+        server = None
+        if metrics_listen is not None:
+            from ipshift import metrics
+
+            try:
+                server = await metrics.serve(metrics_listen.host, metrics_listen.port, scrape)
+                log.info("metrics on http://%s/metrics", metrics_listen.listen)
+            except OSError as exc:  # failover matters more than its metrics: keep running
+                log.error("cannot serve metrics on %s: %s; running without metrics", metrics_listen.listen, exc)
+        return cls(control, server)
+
+    async def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+        await self.control.stop()
 
 
 class ControlServer:
@@ -56,25 +110,40 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=5)
+            parts: list[str]
             try:
                 req = json.loads(line)
                 cmd = req.get("cmd")
                 if cmd == "status":
-                    answer: dict[str, Any] = {"ok": True, "status": self.daemon.status()}
+                    parts = ['{"ok": true, "status": ', *await self.daemon.status(), "}"]
                 elif cmd == "failover":
-                    answer = await self.daemon.cmd_failover(str(req.get("nic")))
+                    parts = (await self.daemon.cmd_failover(str(req.get("nic")))).parts()
                 elif cmd == "failback":
-                    answer = await self.daemon.cmd_failback(str(req.get("nic")))
+                    parts = (await self.daemon.cmd_failback(str(req.get("nic")))).parts()
                 else:
-                    answer = {"ok": False, "error": f"unknown command {cmd!r}"}
+                    parts = Answer(False, f"unknown command {cmd!r}").parts()
             except (ValueError, AttributeError) as exc:
-                answer = {"ok": False, "error": f"bad request: {exc}"}
-            writer.write(json.dumps(answer, default=str).encode() + b"\n")
-            await writer.drain()
+                parts = Answer(False, f"bad request: {exc}").parts()
+            await write_parts(writer, [*parts, "\n"])
         except (asyncio.TimeoutError, ConnectionError) as exc:
             log.debug("control connection: %s", exc)
         finally:
             writer.close()
+
+
+async def write_parts(writer: asyncio.StreamWriter, parts: Sequence[str]) -> None:
+    """Write text parts, about ``WRITE_CHUNK`` bytes at a time, draining between chunks."""
+    pending: list[str] = []
+    size = 0
+    for part in parts:
+        pending.append(part)
+        size += len(part)
+        if size >= WRITE_CHUNK:
+            writer.write("".join(pending).encode())
+            await writer.drain()
+            pending, size = [], 0
+    writer.write("".join(pending).encode())
+    await writer.drain()
 
 
 def _alive(path: str) -> bool:

@@ -1,10 +1,24 @@
-"""Per-NIC health: link observations in, smoothed verdicts and wake-up requests out.
+"""Per-NIC health: link, path and operator inputs in, smoothed verdicts and wake-up requests out.
 
 Theory of operation
 -------------------
-Each configured NIC has a :class:`NicHealth` value. ``observe`` feeds it what
-the kernel says of the link (or what path probes concluded); ``tick`` feeds it
-the clock. Both are pure: they return the new value and a tuple of outputs --
+Each configured NIC has a :class:`NicHealth` value, and everything that decides
+whether the NIC may carry addresses lives in it (h11's rule: one place for
+all that affects the state machine). Its inputs:
+
+* :func:`link` -- what the kernel says of the link (admin up, carrier,
+  operstate; the device may be gone). With ``detect.link: false`` the caller
+  passes ``True`` for an existing device: only the path probes judge it;
+* :func:`path` -- the path probes' verdict (``unverified``, ``up``,
+  ``failed``; None when the NIC is not probed);
+* :func:`drain` -- an operator's ``ipshift failover`` (drained) and
+  ``ipshift failback`` (no longer drained);
+* :func:`tick` -- the clock.
+
+Link and path combine into one observation (``ok``: link up and the path not
+failed) that drives the states below; a drain does not change the state, it
+makes the NIC unusable while it lasts. Every function is pure: it returns the
+new value and a tuple of outputs --
 :class:`Failed` (move this NIC's addresses away now), :class:`Recovered`
 (the NIC may take its addresses back), :class:`Held` (it flaps and is held
 down), and :class:`Wakeup` (call ``tick`` again at this time). Nothing here
@@ -30,6 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 State = Literal["up", "down", "returning", "held"]
+PathVerdict = Literal["unverified", "up", "failed"]
 
 # (state, event) -> next state; events: "lost", "back", "settled", "flapping", "quiet"
 _TRANSITIONS: dict[tuple[State, str], State] = {
@@ -48,15 +63,20 @@ _TRANSITIONS: dict[tuple[State, str], State] = {
 }
 
 
+Cause = Literal["link", "path", "operator"]
+
+
 @dataclass(frozen=True, slots=True)
 class Failed:
     nic: str
     reason: str
+    cause: Cause = "link"
 
 
 @dataclass(frozen=True, slots=True)
 class Recovered:
     nic: str
+    cause: Literal["health", "operator"] = "health"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +106,61 @@ class NicHealth:
     nic: str
     state: State
     since: float
-    link_ok: bool
+    ok: bool  # the observation the states follow: link up and path not failed
     reason: str = ""
-    transitions: tuple[float, ...] = ()  # times of recent link changes, newest last
+    transitions: tuple[float, ...] = ()  # times of recent changes of ``ok``, newest last
+    link_up: bool = True  # input: the link as the kernel reports it
+    path: PathVerdict | None = None  # input: the path probes' verdict (None: not probed)
+    drained: bool = False  # input: an operator moved the NIC's addresses away
 
     @property
     def usable(self) -> bool:
         """May carry addresses (its own or others')."""
-        return self.state == "up"
+        return self.state == "up" and not self.drained
+
+    @property
+    def why_not(self) -> str:
+        """Why it may not carry addresses ("" when usable)."""
+        if self.drained:
+            return "drained by the operator (ipshift failover)"
+        if self.state != "up":
+            return self.reason or self.state
+        return ""
 
 
-def initial(nic: str, link_ok: bool, now: float) -> NicHealth:
+def initial(nic: str, link_ok: bool, now: float, *, path: PathVerdict | None = None,
+            drained: bool = False) -> NicHealth:
     """At start a NIC with link is up at once (no failback delay before the first placement)."""
-    return NicHealth(nic, "up" if link_ok else "down", now, link_ok, "" if link_ok else "no carrier at start")
+    ok = link_ok and path != "failed"
+    reason = "" if ok else ("no carrier at start" if not link_ok else "path failed before the start")
+    return NicHealth(nic, "up" if ok else "down", now, ok, reason, (), link_ok, path, drained)
+
+
+def link(h: NicHealth, up: bool, now: float, timing: Timing, reason: str = "") -> tuple[NicHealth, tuple[Output, ...]]:
+    """The kernel reports the link of ``h.nic`` as ``up`` (``reason`` says why when it is not)."""
+    h = replace(h, link_up=up)
+    return observe(h, up and h.path != "failed", now, timing, reason or ("link back" if up else "link lost"),
+                   cause="link")
+
+
+def path(h: NicHealth, verdict: PathVerdict | None, now: float, timing: Timing,
+         reason: str = "") -> tuple[NicHealth, tuple[Output, ...]]:
+    """The path probes of ``h.nic`` now say ``verdict``."""
+    h = replace(h, path=verdict)
+    return observe(h, h.link_up and verdict != "failed", now, timing, reason or f"path {verdict}", cause="path")
+
+
+def drain(h: NicHealth, drained: bool) -> tuple[NicHealth, tuple[Output, ...]]:
+    """An operator drained the NIC (``ipshift failover``) or gave it back (``ipshift failback``)."""
+    if drained == h.drained:
+        return h, ()
+    was = h.usable
+    h = replace(h, drained=drained)
+    if was and not h.usable:
+        return h, (Failed(h.nic, "operator: ipshift failover", "operator"),)
+    if h.usable and not was:
+        return h, (Recovered(h.nic, "operator"),)
+    return h, ()
 
 
 def _go(h: NicHealth, event: str, now: float, reason: str) -> NicHealth:
@@ -110,18 +172,18 @@ def _go(h: NicHealth, event: str, now: float, reason: str) -> NicHealth:
     return replace(h, state=nxt, since=now, reason=reason)
 
 
-def observe(h: NicHealth, link_ok: bool, now: float, timing: Timing,
-            reason: str = "") -> tuple[NicHealth, tuple[Output, ...]]:
-    """The link (carrier/admin/path) of ``h.nic`` is now ``link_ok``."""
-    if link_ok == h.link_ok:
+def observe(h: NicHealth, ok: bool, now: float, timing: Timing,
+            reason: str = "", cause: Cause = "link") -> tuple[NicHealth, tuple[Output, ...]]:
+    """The combined observation of ``h.nic`` (link up and path not failed) is now ``ok``."""
+    if ok == h.ok:
         return h, ()
     recent = tuple(t for t in h.transitions if now - t < timing.flap_window) + (now,)
-    h = replace(h, link_ok=link_ok, transitions=recent)
-    if not link_ok:
-        was = h.state
+    h = replace(h, ok=ok, transitions=recent)
+    if not ok:
+        was = h.usable
         h = _go(h, "lost", now, reason or "link lost")
-        if was == "up":
-            return h, (Failed(h.nic, h.reason),)
+        if was:
+            return h, (Failed(h.nic, h.reason, cause),)
         return h, ()
     if h.state == "held":
         return h, (Wakeup(h.nic, now + timing.flap_window),)
@@ -137,16 +199,16 @@ def observe(h: NicHealth, link_ok: bool, now: float, timing: Timing,
 
 def tick(h: NicHealth, now: float, timing: Timing) -> tuple[NicHealth, tuple[Output, ...]]:
     """Time passed: settle a returning NIC, release a held one."""
-    if h.state == "returning" and h.link_ok:
+    if h.state == "returning" and h.ok:
         if now - h.since >= timing.delay - 1e-9:
             h = _go(h, "settled", now, "")
-            return h, (Recovered(h.nic),)
+            return h, (Recovered(h.nic),) if not h.drained else ()
         return h, (Wakeup(h.nic, h.since + timing.delay),)
     if h.state == "held":
-        if not h.link_ok:
+        if not h.ok:
             return h, ()  # nothing to wait for until the link is back (observe sets the next wake-up)
         last = h.transitions[-1] if h.transitions else h.since
-        if h.link_ok and now - last >= timing.flap_window - 1e-9:
+        if now - last >= timing.flap_window - 1e-9:
             h = replace(_go(h, "quiet", now, "stable again, waiting for the failback delay"), transitions=())
             return h, (Wakeup(h.nic, now + timing.delay),)
         return h, (Wakeup(h.nic, last + timing.flap_window),)

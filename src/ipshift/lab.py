@@ -30,54 +30,20 @@ lab made, also after a half-finished :meth:`Lab.create`.
 
 from __future__ import annotations
 
-import itertools
-import os
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from ipshift.labnames import unique_prefix
+
 __all__ = ["Lab", "LabCommandError", "LabError", "unique_prefix"]
 
-NETNS_DIR = "/run/netns"
 IFNAMSIZ = 15  # longest interface name the kernel accepts
 CLIENT_IFINDEX = 10
 CLIENT_PEER_IFINDEX = 200
 BR_STATE_FORWARDING = 3
-
-# Process-wide counter: the one piece of module state, there so that two labs
-# made by the same process get different prefixes (itertools.count is atomic
-# under the GIL).
-_PREFIX_COUNTER = itertools.count()
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out
-
-
-def unique_prefix(base: str) -> str:
-    """A short namespace-name prefix no other lab (in this or another process) uses.
-
-    ``base`` + the pid in base 36 + ``-`` + a per-process counter, e.g.
-    ``ipsk2xk-0``. A candidate that is the start of an existing namespace name
-    (a leftover of a crashed run whose pid was recycled) is skipped.
-    """
-    pid = _base36(os.getpid())
-    try:
-        existing = os.listdir(NETNS_DIR)
-    except OSError:
-        existing = []
-    while True:
-        candidate = f"{base}{pid}-{_base36(next(_PREFIX_COUNTER))}"
-        if not any(name.startswith(candidate) for name in existing):
-            return candidate
 
 
 class LabError(RuntimeError):
@@ -373,6 +339,16 @@ class Lab:
     def attach_nic(self, nic: str) -> None:
         """Undo :meth:`detach_nic`."""
         self._ip(self.switch, "link", "set", self.peer_of(nic), "master", self.bridge)
+
+    def recreate_nic(self, nic: str) -> None:
+        """Delete gateway NIC ``nic`` and make it again (same name, MAC and addresses; the kernel picks
+        a new ifindex), as a driver reload or a re-plugged USB NIC does."""
+        self._ip(self.gateway, "link", "del", nic)  # its peer on the switch goes with it
+        self._batch(self.gateway, [f"link add name {nic} address {self.mac_of(nic)} type veth "
+                                   f"peer name {self.peer_of(nic)} netns {self.switch}",
+                                   *_addr_lines(nic, self.gw_addrs[nic]), f"link set {nic} up"])
+        self._batch(self.switch, [f"link set {self.peer_of(nic)} master {self.bridge}",
+                                  f"link set {self.peer_of(nic)} up"])
 
     def _ip(self, ns: str, *args: str) -> None:
         proc = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True)

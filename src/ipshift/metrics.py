@@ -6,8 +6,9 @@ Nothing is updated on the failover path except one :class:`Tally` call after a
 record is finished (counters and a duration histogram: a few dictionary
 updates). Everything else -- NIC states, where the addresses are -- is read
 when Prometheus scrapes: the daemon hands :func:`families` a plain
-:class:`View` built on its event loop, so the scrape never reads state that
-the loop is changing.
+:class:`View` built on its event loop from immutable values, in slices and
+only while no plan runs (:mod:`ipshift.status`), so a scrape never slows a
+failover down.
 
 The HTTP side is a minimal asyncio server on the daemon's own loop (no
 thread): ``GET /metrics`` answers with ``prometheus_client``'s text
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,8 +147,8 @@ def exposition(fams: Iterable[Any], accept: str = "") -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-async def serve(host: str, port: int, scrape: Callable[[str], tuple[bytes, str]]) -> asyncio.Server:
-    """An HTTP server for ``GET /metrics`` on the running loop; ``scrape(accept)`` makes the body."""
+async def serve(host: str, port: int, scrape: Callable[[str], Awaitable[tuple[bytes, str]]]) -> asyncio.Server:
+    """An HTTP server for ``GET /metrics`` on the running loop; ``await scrape(accept)`` makes the body."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -157,7 +158,7 @@ async def serve(host: str, port: int, scrape: Callable[[str], tuple[bytes, str]]
             accept = next((v.strip() for k, _, v in (h.partition(":") for h in lines[1:])
                            if k.strip().lower() == "accept"), "")
             if len(parts) >= 2 and parts[0] in ("GET", "HEAD") and parts[1].split("?")[0] == "/metrics":
-                body, content_type = scrape(accept)
+                body, content_type = await scrape(accept)
                 status, ctype = b"200 OK", content_type.encode()
             else:
                 body = b"ipshift: only /metrics here\n"

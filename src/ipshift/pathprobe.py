@@ -31,7 +31,12 @@ itself by probing with an address it gave up.
 The I/O half (:class:`PathProber`) owns one AF_PACKET socket per NIC (with
 an ARP or NDP filter), sends on an absolute schedule driven by
 ``loop.call_at`` (no drift, no sleeps), and hands verdict changes to a
-callback. It never blocks the event loop.
+callback. It never blocks the event loop. It follows each NIC's device
+(:meth:`PathProber.follow`): a NIC whose MAC changed gets sockets that
+expect answers to its new MAC, and keeps its verdict; a NIC deleted and made
+again (a new ifindex: the old sockets hear nothing any more) gets new
+sockets and starts ``unverified``; a NIC that is gone, or was renamed away,
+is no longer probed (:meth:`PathProber.remove`).
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ def round_answered(replied: set[IPAddress], targets: Sequence[IPAddress], mode: 
 @dataclass
 class _Nic:
     name: str
+    index: int
     mac: str
     sockets: dict[int, FrameSocket] = field(default_factory=dict)  # ip version -> socket
     state: PathState = field(default_factory=PathState)
@@ -122,10 +128,25 @@ class PathProber:
 
     # -- membership
 
-    def add(self, nic: str, mac: str) -> None:
+    def follow(self, nic: str, index: int, mac: str) -> None:
+        """Probe from ``nic``, device ``index`` with ``mac``: open its sockets, or open them again
+        when the device is not the one they were opened on (see the module docstring)."""
+        entry = self.nics.get(nic)
+        if entry is not None and entry.index == index and entry.mac == mac:
+            return
+        if not mac:
+            self.remove(nic)
+            return
+        state = entry.state if entry is not None and entry.index == index else PathState()
+        self.add(nic, index, mac, state)
+        if entry is not None and entry.state.verdict != state.verdict:
+            self.on_verdict(nic, state.verdict, f"{nic} is a new device: its path is not verified yet",
+                            time.monotonic())
+
+    def add(self, nic: str, index: int, mac: str, state: PathState | None = None) -> None:
         if nic in self.nics:
             self.remove(nic)
-        entry = _Nic(nic, mac)
+        entry = _Nic(nic, index, mac, state=state or PathState())
         loop = asyncio.get_running_loop()
         versions = {t.version for t in self.targets}
         try:

@@ -13,6 +13,7 @@ This module does no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from ipshift.model import IPAddress, IPInterface, IPNetwork
 
@@ -174,3 +175,34 @@ Step = (
     CheckConflict | DemoteRoutes | RestoreRoutes | DelAddress | DelRoute | DelNeighbours
     | AddMacvlan | AddVlan | DelLink | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
 )
+
+StepOp = Literal[
+    "CheckConflict", "DemoteRoutes", "RestoreRoutes", "DelAddress", "DelRoute", "DelNeighbours", "AddMacvlan",
+    "AddVlan", "DelLink", "AddAddress", "AddRoute", "FlushNeighbours", "FlushRouteCache", "Announce",
+]
+STEP_OPS: frozenset[str] = frozenset(get_args(StepOp))
+
+
+def op_of(step: Step) -> StepOp:
+    """The step's kind as a name (its class name)."""
+    name = type(step).__name__
+    assert name in STEP_OPS, name
+    return name  # type: ignore[return-value]
+
+
+def inverse(step: Step) -> Step | None:
+    """The step that reverses a completed ``step`` (None where nothing needs reversing:
+    probes, announcements, flushes)."""
+    match step:
+        case DelAddress(ifname=ifname, interface=iface):
+            return AddAddress(ifname, iface, nodad=iface.version == 6)
+        case AddAddress(ifname=ifname, interface=iface):
+            return DelAddress(ifname, iface)
+        case DelRoute(dst=dst, ifname=ifname, via=via, metric=metric):
+            return AddRoute(dst, ifname, via, metric)
+        case AddRoute(dst=dst, ifname=ifname, via=via, metric=metric):
+            return DelRoute(dst, ifname, via, metric)
+        case AddMacvlan(name=name) | AddVlan(name=name):
+            return DelLink(name)
+        case _:
+            return None

@@ -56,8 +56,13 @@ def test_a_hundred_addresses_and_their_routes_move_in_batches(
                and a != "203.0.113.200/24")
     routes = json.loads(lab.run(lab.gateway, "ip", "-j", "route", "show", "proto", "static").stdout)
     assert sorted(r["dst"] for r in routes if r["dev"] == "eth1") == sorted(r["to"].split("/")[0] for r in ROUTES)
-    # one batch per kind of step, recorded with its duration
-    ops = [s["op"] for s in rec["nic_steps"]]
+    # one batch per kind of step: every move records its own steps, and the steps of one kind share
+    # the batch's start and duration
+    ok = [m for m in rec["moves"] if m["ok"]]
+    assert all({"CheckConflict", "DelAddress", "AddAddress", "Announce"} <= {s["op"] for s in m["steps"]}
+               for m in ok)
     for op in ("CheckConflict", "DelAddress", "AddAddress", "Announce", "DelRoute", "AddRoute"):
-        assert ops.count(op) == 1, ops
+        batches = {(s["at_ms"], s["ms"]) for m in rec["moves"] for s in m["steps"] if s["op"] == op and not s["undo"]}
+        assert len(batches) == 1, (op, batches)
+    assert [s["op"] for s in rec["nic_steps"]] == ["DemoteRoutes"]
     assert lab.run(lab.client, "ping", "-c", "1", "-W", "1", "203.0.113.50", check=False).returncode == 0

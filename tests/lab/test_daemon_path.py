@@ -47,10 +47,10 @@ def test_detached_nic_fails_over_by_probes_and_comes_back(
     assert elapsed < 0.03 + 0.05 + 0.5, elapsed
     # the client reaches the address through eth1, and the move was verified by the probe target
     assert lab.run(lab.client, "ping", "-c", "1", "-W", "1", "192.0.2.10", check=False).returncode == 0
-    st = d.wait_for(lambda s: any(m["verified"].startswith("confirmed") for r in s["failovers"]
-                                  for m in r["moves"] if r["kind"] == "failover"), timeout=2.0, what="verification")
-    (m,) = [m for r in st["failovers"] if r["kind"] == "failover" for m in r["moves"]]
-    assert m["verified"] == f"confirmed by {CLIENT}" and m["confirmed_ms"] is not None
+    st = d.wait_for(lambda s: any(r["verification"]["state"] == "done" for r in s["failovers"]
+                                  if r["kind"] == "failover"), timeout=2.0, what="verification")
+    (v,) = [r["verification"]["moves"] for r in st["failovers"] if r["kind"] == "failover"]
+    assert v[A10]["result"] == "confirmed" and v[A10]["by"] == CLIENT and v[A10]["at_ms"] is not None
     # re-attached: after `rises` answered rounds and the failback delay, it comes home
     t1 = time.monotonic()
     lab.attach_nic("eth0")
@@ -135,10 +135,11 @@ def test_unconfirmed_move_is_recorded_and_reannouncing_stops_at_its_bound(
         lab.run(lab.switch, "bridge", "link", "set", "dev", port, "isolated", "on")
     cap = Capture(lab, lab.peer_of("eth1"), tmp_path / "garp.pcap", "arp")
     lab.fail_nic("eth0")
-    st = d.wait_for(lambda s: any(m["verified"].startswith("unconfirmed") for r in s["failovers"]
-                                  for m in r["moves"] if r["kind"] == "failover"), timeout=3.0, what="unconfirmed")
-    (m,) = [m for r in st["failovers"] if r["kind"] == "failover" for m in r["moves"]]
-    assert m["ok"] and m["confirmed_ms"] is None and CLIENT in m["verified"]
+    st = d.wait_for(lambda s: any(r["verification"]["state"] == "done" for r in s["failovers"]
+                                  if r["kind"] == "failover"), timeout=3.0, what="unconfirmed")
+    (rec,) = [r for r in st["failovers"] if r["kind"] == "failover"]
+    v = rec["verification"]["moves"][A10]
+    assert rec["moves"][0]["ok"] and v["result"] == "unconfirmed" and v["at_ms"] is None and CLIENT in v["detail"]
     time.sleep(0.3)  # nothing more may come after the bound
     garps = [f for f in cap.frames() if ARP in f and f[ARP].op == 1 and f[ARP].psrc == f[ARP].pdst == "192.0.2.10"]
     assert len(garps) == 2 + (4 - 1), [f.summary() for f in garps]  # announce.count + re-announcements

@@ -1,87 +1,22 @@
-"""Scenario tests: a sequence of kernel events in, the exact sequence of executed steps out.
+"""Scenario tests: a sequence of kernel events in, the exact steps and the records out.
 
-The daemon runs against a fake executor that applies address steps to an
-in-memory kernel, so these tests need neither root nor namespaces.
+Every scenario drives the daemon through its public surface (``dispatch``, ``converge_once``,
+``converge_round``, the operator commands, ``status``) on an in-memory kernel; see
+``playbook.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass, field
+import logging
+from pathlib import Path
 from typing import Any
 
-import yaml
+import pytest
+from playbook import Playbook
 
-from ipshift import health as hl
-from ipshift.config import parse_config
-from ipshift.daemon import Daemon
-from ipshift.events import LinkEvent
-from ipshift.kernel.apply import StepFailed
-from ipshift.model import Address, KernelFeatures, Link, Snapshot
-from ipshift.steps import AddAddress, CheckConflict, DelAddress, Step
-
-MAC = {"eth0": "02:00:00:00:00:10", "eth1": "02:00:00:00:00:11", "eth2": "02:00:00:00:00:12"}
-
-
-@dataclass
-class FakeExecutor:
-    """Records steps; applies address adds/deletes to the daemon's cached view like the kernel would."""
-
-    daemon: Daemon
-    fail: dict[str, str] = field(default_factory=dict)  # step text -> error
-    ran: list[str] = field(default_factory=list)
-    demoted: dict[str, list[Any]] = field(default_factory=dict)
-
-    async def run_step(self, step: Step) -> None:
-        self.ran.append(step.describe())
-        if step.describe() in self.fail:
-            raise StepFailed(step, self.fail[step.describe()], conflict=isinstance(step, CheckConflict))
-        if isinstance(step, AddAddress):
-            self.daemon.addresses[(step.ifname, step.interface.ip)] = Address(step.ifname, step.interface)
-        elif isinstance(step, DelAddress):
-            self.daemon.addresses.pop((step.ifname, step.interface.ip), None)
-
-    def undo_of(self, step: Step) -> Step | None:
-        from ipshift.kernel.apply import Executor
-
-        return Executor.undo_of(None, step)  # type: ignore[arg-type]
-
-    def learn_link(self, *a: Any) -> None: ...
-    def forget_link(self, *a: Any) -> None: ...
-
-
-def make(config: dict[str, Any], nics: list[str], addrs: dict[str, list[str]]) -> tuple[Daemon, FakeExecutor]:
-    cfg = parse_config(yaml.safe_dump(config), "test.yaml")
-    d = Daemon(cfg, "test.yaml", socket_path="/nonexistent")
-    links = [Link(n, i + 2, MAC[n], True, True, "UP", "veth") for i, n in enumerate(nics)]
-    d.snapshot = Snapshot(links=tuple(links), features=KernelFeatures(vlan_8021q=False, macvlan=True))
-    d.links = {l.name: l for l in links}
-    d.addresses = {(n, ipaddress.ip_interface(a).ip): Address(n, ipaddress.ip_interface(a))
-                   for n, lst in addrs.items() for a in lst}
-    for n in nics:
-        d.health[n] = hl.initial(n, True, 0.0)
-    ex = FakeExecutor(d)
-    d.executor = ex
-    return d, ex
-
-
-def link_event(d: Daemon, nic: str, carrier: bool) -> None:
-    import time
-
-    l = d.links[nic]
-    d._on_link(LinkEvent(nic, l.index, True, carrier, "UP" if carrier else "LOWERLAYERDOWN", "veth", l.mac,
-                         time.monotonic()))
-
-
-def where(d: Daemon) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for (ifname, ip), _ in sorted(d.addresses.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        out.setdefault(str(ip), []).append(ifname)
-    return out
-
-
-CFG = {
+CFG: dict[str, Any] = {
     "interfaces": {
         "eth0": {"addresses": ["192.0.2.10/24"]},
         "eth1": {"addresses": ["192.0.2.11/24"]},
@@ -91,20 +26,22 @@ CFG = {
     "failback": {"mode": "auto", "delay": "1s"},
     "conflict_check": {"enabled": True, "timeout": "10ms"},
 }
+THREE = ["eth0", "eth1", "eth2"]
+HOMES = {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]}
+PROBE_ETH1 = "ARP probe for 192.0.2.10 from eth1 (wait 10 ms)"
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    return asyncio.run(asyncio.wait_for(coro, 20))
 
 
 def test_carrier_loss_runs_the_move_in_order() -> None:
     async def scenario() -> None:
-        d, ex = make(CFG, ["eth0", "eth1", "eth2"],
-                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
-        link_event(d, "eth0", False)
-        (rec,) = await d.converge_once()
-        assert ex.ran == [
-            "ARP probe for 192.0.2.10 from eth1 (wait 10 ms)",
+        pb = Playbook(CFG, THREE, HOMES)
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        assert pb.kernel.ran == [
+            PROBE_ETH1,
             "remove 192.0.2.10/24 from eth0",
             "add 192.0.2.10/24 to eth1",
             "gratuitous ARP for 192.0.2.10 from eth1, 1x every 10 ms",
@@ -113,57 +50,87 @@ def test_carrier_loss_runs_the_move_in_order() -> None:
             "flush the IPv4 route cache",
             "withdraw routes through eth0 while it is failed",
         ]
-        assert rec.kind == "failover" and rec.trigger == "carrier lost" and rec.moves[0].ok
-        assert where(d)["192.0.2.10"] == ["eth1"]
-        assert await d.converge_once() == []  # converged: nothing more to do
+        assert rec["kind"] == "failover" and rec["trigger"] == "carrier lost" and rec["trigger_kind"] == "link"
+        (move,) = rec["moves"]
+        assert move["ok"] and [s["op"] for s in move["steps"]] == [
+            "CheckConflict", "DelAddress", "AddAddress", "Announce", "DelNeighbours", "FlushNeighbours",
+            "FlushRouteCache"]
+        assert move["first_announce_ms"] is not None
+        assert [s["op"] for s in rec["nic_steps"]] == ["DemoteRoutes"]
+        assert pb.where()["192.0.2.10"] == ["eth1"]
+        assert await pb.converge() == []  # converged: nothing more to do
 
     run(scenario())
 
 
 def test_conflict_on_first_candidate_tries_the_next() -> None:
     async def scenario() -> None:
-        d, ex = make(CFG, ["eth0", "eth1", "eth2"],
-                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
-        ex.fail["ARP probe for 192.0.2.10 from eth1 (wait 10 ms)"] = "answered by 02:aa:00:00:00:01"
-        link_event(d, "eth0", False)
-        (rec1,) = await d.converge_once()
-        assert not rec1.moves[0].ok and "02:aa" in rec1.moves[0].error
-        assert "remove 192.0.2.10/24 from eth0" not in ex.ran  # nothing touched on a conflict
-        (rec2,) = await d.converge_once()
-        assert rec2.moves[0].ok and rec2.moves[0].target == "eth2"
-        assert where(d)["192.0.2.10"] == ["eth2"]
+        pb = Playbook(CFG, THREE, HOMES)
+        pb.kernel.answers[("eth1", ipaddress.ip_address("192.0.2.10"))] = "02:aa:00:00:00:01"
+        await pb.carrier("eth0", False)
+        (rec1,) = await pb.converge()
+        m = rec1["moves"][0]
+        assert not m["ok"] and m["conflict"] and "02:aa" in m["error"]
+        assert [s["op"] for s in m["steps"]] == ["CheckConflict"]  # nothing touched on a conflict
+        (rec2,) = await pb.converge()
+        assert rec2["moves"][0]["ok"] and rec2["moves"][0]["target"] == "eth2"
+        assert pb.where()["192.0.2.10"] == ["eth2"]
 
     run(scenario())
 
 
 def test_failed_add_is_undone_and_the_next_survivor_is_used() -> None:
     async def scenario() -> None:
-        d, ex = make(CFG, ["eth0", "eth1", "eth2"],
-                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
-        ex.fail["add 192.0.2.10/24 to eth1"] = "kernel refused: No buffer space available (errno 105)"
-        link_event(d, "eth0", False)
-        (rec1,) = await d.converge_once()
-        m = rec1.moves[0]
-        assert not m.ok and [s.op for s in m.steps][-1] == "undo:AddAddress"  # the delete was undone
-        assert where(d)["192.0.2.10"] == ["eth0"]  # back where it was: never lost
-        (rec2,) = await d.converge_once()
-        assert rec2.moves[0].ok and where(d)["192.0.2.10"] == ["eth2"]
+        pb = Playbook(CFG, THREE, HOMES)
+        pb.kernel.fail["add 192.0.2.10/24 to eth1"] = "kernel refused: No buffer space available (errno 105)"
+        await pb.carrier("eth0", False)
+        (rec1,) = await pb.converge()
+        m = rec1["moves"][0]
+        assert not m["ok"] and m["error"].startswith("add 192.0.2.10/24 to eth1: kernel refused")
+        undo = [s for s in m["steps"] if s["undo"]]
+        assert [(s["op"], s["text"]) for s in undo] == [("AddAddress", "add 192.0.2.10/24 to eth0")]
+        assert pb.where()["192.0.2.10"] == ["eth0"]  # back where it was: never lost
+        (rec2,) = await pb.converge()
+        assert rec2["moves"][0]["ok"] and pb.where()["192.0.2.10"] == ["eth2"]
+
+    run(scenario())
+
+
+def test_undo_runs_newest_first() -> None:
+    async def scenario() -> None:
+        cfg = {**CFG, "interfaces": {**CFG["interfaces"], "eth0": {
+            "addresses": ["192.0.2.10/24"], "routes": [{"to": "198.51.100.0/24", "via": "192.0.2.1"}]}}}
+        from ipshift.model import Route
+
+        route = Route(dst=ipaddress.ip_network("198.51.100.0/24"), ifname="eth0",
+                      gateway=ipaddress.ip_address("192.0.2.1"))
+        pb = Playbook(cfg, THREE, HOMES, routes=[route])
+        pb.kernel.fail["flush neighbour entries of 192.0.2.0/24"] = "kernel refused: EPERM"
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        undo = [s["text"] for s in rec["moves"][0]["steps"] if s["undo"]]
+        assert undo == ["remove route 198.51.100.0/24 via 192.0.2.1 dev eth1",
+                        "add route 198.51.100.0/24 via 192.0.2.1 dev eth0",
+                        "remove 192.0.2.10/24 from eth1",
+                        "add 192.0.2.10/24 to eth0"]
+        assert pb.where()["192.0.2.10"] == ["eth0"]
+        assert [(r.ifname, str(r.dst)) for r in pb.kernel.routes] == [("eth0", "198.51.100.0/24")]
 
     run(scenario())
 
 
 def test_operator_failover_and_manual_failback() -> None:
     async def scenario() -> None:
-        cfg = dict(CFG, failback={"mode": "manual", "delay": "1s"})
-        d, ex = make(cfg, ["eth0", "eth1", "eth2"],
-                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
-        d._journal_now = lambda *a, **k: None  # type: ignore[method-assign]
-        answer = await d.cmd_failover("eth0")
-        assert answer["ok"] and where(d)["192.0.2.10"] != ["eth0"]
-        assert await d.converge_once() == []  # drained: stays away
-        answer = await d.cmd_failback("eth0")
-        assert answer["ok"] and where(d)["192.0.2.10"] == ["eth0"]
-        assert (await d.cmd_failover("eth9"))["error"] == "eth9 is not a configured interface"
+        pb = Playbook({**CFG, "failback": {"mode": "manual", "delay": "1s"}}, THREE, HOMES)
+        answer = await pb.daemon.cmd_failover("eth0")
+        assert answer.ok and pb.where()["192.0.2.10"] != ["eth0"]
+        assert pb.record(pb.daemon.history.kept_ids[-1])["trigger"] == "operator: ipshift failover"
+        assert await pb.converge() == []  # drained: stays away
+        answer = await pb.daemon.cmd_failback("eth0")
+        assert answer.ok and pb.where()["192.0.2.10"] == ["eth0"]
+        rec = pb.record(pb.daemon.history.kept_ids[-1])
+        assert rec["kind"] == "failback" and rec["trigger"] == "operator: ipshift failback"
+        assert (await pb.daemon.cmd_failover("eth9")).error == "eth9 is not a configured interface"
 
     run(scenario())
 
@@ -172,182 +139,247 @@ def test_all_down_then_one_back_adopts_everything() -> None:
     async def scenario() -> None:
         cfg = {"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]}, "eth1": {"addresses": ["192.0.2.11/24"]}},
                "conflict_check": {"enabled": False}, "announce": {"count": 1, "interval": "10ms"}}
-        d, ex = make(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
-        link_event(d, "eth0", False)
-        link_event(d, "eth1", False)
-        assert await d.converge_once() == []  # nowhere to go: addresses stay put
-        assert where(d) == {"192.0.2.10": ["eth0"], "192.0.2.11": ["eth1"]}
-        link_event(d, "eth1", True)
-        d.health["eth1"] = hl.tick(d.health["eth1"], d.health["eth1"].since + 10, d.timing)[0]
-        assert d.health["eth1"].usable
-        (rec,) = await d.converge_once()
-        assert rec.nic == "eth0" and where(d) == {"192.0.2.10": ["eth1"], "192.0.2.11": ["eth1"]}
+        pb = Playbook(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+        await pb.carrier("eth0", False)
+        await pb.carrier("eth1", False)
+        assert await pb.converge() == []  # nowhere to go: addresses stay put
+        assert pb.where() == {"192.0.2.10": ["eth0"], "192.0.2.11": ["eth1"]}
+        await pb.carrier("eth1", True)
+        assert not pb.daemon.nics.usable()["eth1"]  # returning: waits for the failback delay
+        pb.later(10, "eth1")
+        assert pb.daemon.nics.usable()["eth1"]
+        (rec,) = await pb.converge()
+        assert rec["nic"] == "eth0" and pb.where() == {"192.0.2.10": ["eth1"], "192.0.2.11": ["eth1"]}
 
     run(scenario())
 
 
 def test_optimistic_conflict_mode_moves_first_and_undoes_on_an_answer() -> None:
     async def scenario() -> None:
-        cfg = dict(CFG, conflict_check={"enabled": True, "timeout": "10ms", "mode": "optimistic"})
-        d, ex = make(cfg, ["eth0", "eth1", "eth2"],
-                     {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"], "eth2": ["192.0.2.12/24"]})
-        ex.fail["ARP probe for 192.0.2.10 from eth1 (wait 10 ms)"] = "answered by 02:aa:00:00:00:01"
-        link_event(d, "eth0", False)
-        (rec1,) = await d.converge_once()
-        m = rec1.moves[0]
+        cfg = {**CFG, "conflict_check": {"enabled": True, "timeout": "10ms", "mode": "optimistic"}}
+        pb = Playbook(cfg, THREE, HOMES)
+        pb.kernel.answers[("eth1", ipaddress.ip_address("192.0.2.10"))] = "02:aa:00:00:00:01"
+        await pb.carrier("eth0", False)
+        (rec1,) = await pb.converge()
+        m = rec1["moves"][0]
+        ran = pb.kernel.ran
         # the address was added and announced before the probe's verdict, then taken back
-        assert ex.ran.index("add 192.0.2.10/24 to eth1") < ex.ran.index("remove 192.0.2.10/24 from eth1")
-        assert not m.ok and "02:aa" in m.error and where(d)["192.0.2.10"] == ["eth0"]
-        (rec2,) = await d.converge_once()
-        assert rec2.moves[0].ok and where(d)["192.0.2.10"] == ["eth2"]
+        assert ran.index("add 192.0.2.10/24 to eth1") < ran.index("remove 192.0.2.10/24 from eth1")
+        assert not m["ok"] and m["conflict"] and "02:aa" in m["error"] and pb.where()["192.0.2.10"] == ["eth0"]
+        (rec2,) = await pb.converge()
+        assert rec2["moves"][0]["ok"] and pb.where()["192.0.2.10"] == ["eth2"]
 
     run(scenario())
 
 
-def test_two_kernel_rereads_at_once_each_keep_their_own_overlay(monkeypatch: Any) -> None:
-    """The converge loop's re-read and the monitor's (after an overrun) can overlap; the first to end
-    must not take the other's overlay away (they compare equal until an event reaches one)."""
-    import threading
+# --------------------------------------------------------------------------- bulk: the same model, batched
 
-    import ipshift.kernel.snapshot as snapshot_mod
 
-    d, _ = make({"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
-                                "eth1": {"addresses": ["192.0.2.11/24"]}}},
-                ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
-    gates = [threading.Event(), threading.Event()]
-    calls: list[int] = []
-    kernel = d._view()
+def bulk(n: int, **extra: Any) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    addrs = [f"198.18.{i // 200}.{i % 200 + 10}/16" for i in range(n)]
+    cfg = {"interfaces": {"eth0": {"addresses": list(addrs)}, "eth1": {"addresses": ["198.18.1.1/16"]}},
+           "announce": {"count": 1, "interval": "10ms"}, "conflict_check": {"enabled": False}, **extra}
+    return cfg, {"eth0": addrs, "eth1": ["198.18.1.1/16"]}
 
-    def slow_read(*_a: Any, **_k: Any) -> Snapshot:
-        n = len(calls)
-        calls.append(n)
-        gates[n].wait(5)
-        return kernel
 
-    monkeypatch.setattr(snapshot_mod, "read_snapshot", slow_read)
+def test_a_bulk_plan_runs_each_kind_of_step_in_one_batch_and_records_every_move() -> None:
+    async def scenario() -> None:
+        cfg, addrs = bulk(40)
+        pb = Playbook(cfg, ["eth0", "eth1"], addrs)
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        assert len(rec["moves"]) == 40 and all(m["ok"] for m in rec["moves"])
+        # one batch per kind (the neighbour and cache flushes are the same step 40 times: run once)
+        assert pb.kernel.batches == [("DelAddress", 40), ("AddAddress", 40), ("Announce", 40),
+                                     ("DelNeighbours", 40), ("FlushNeighbours", 40), ("FlushRouteCache", 40),
+                                     ("DemoteRoutes", 1)]
+        for m in rec["moves"]:  # every move has its own steps, as a single move would
+            assert [s["op"] for s in m["steps"]] == ["DelAddress", "AddAddress", "Announce", "DelNeighbours",
+                                                     "FlushNeighbours", "FlushRouteCache"]
+            assert m["first_announce_ms"] is not None
+        assert all(pb.where()[f"198.18.0.{i + 10}"] == ["eth1"] for i in range(40))
+
+    run(scenario())
+
+
+def test_a_bulk_plan_adds_the_macvlan_before_the_addresses_whatever_comes_first() -> None:
+    """The first move keeps its MAC, a later one moves it: the macvlan must still exist before any
+    address is added to it (bulk used to order the phases by the first move's steps)."""
+    async def scenario() -> None:
+        cfg, addrs = bulk(30)
+        cfg["interfaces"]["eth0"]["addresses"][25] = {"address": "198.18.0.35/16", "mac": "move"}
+        pb = Playbook(cfg, ["eth0", "eth1"], addrs)
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        kinds = [k for k, _ in pb.kernel.batches]
+        assert kinds.index("AddMacvlan") < kinds.index("AddAddress")
+        assert all(m["ok"] for m in rec["moves"]), [m["error"] for m in rec["moves"] if not m["ok"]]
+        assert pb.where()["198.18.0.35"] == ["ipsmv2"]
+
+    run(scenario())
+
+
+def test_a_bulk_plan_in_optimistic_mode_undoes_only_the_address_that_was_answered() -> None:
+    async def scenario() -> None:
+        cfg, addrs = bulk(30, conflict_check={"enabled": True, "timeout": "10ms", "mode": "optimistic"})
+        pb = Playbook(cfg, ["eth0", "eth1"], addrs)
+        taken = ipaddress.ip_address("198.18.0.20")
+        pb.kernel.answers[("eth1", taken)] = "02:aa:00:00:00:01"
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        bad = [m for m in rec["moves"] if not m["ok"]]
+        assert [m["address"] for m in bad] == ["198.18.0.20/16"] and bad[0]["conflict"]
+        # moved and announced first, then judged, then undone
+        assert [(s["op"], s["undo"]) for s in bad[0]["steps"]] == [
+            ("DelAddress", False), ("AddAddress", False), ("Announce", False), ("DelNeighbours", False),
+            ("FlushNeighbours", False), ("FlushRouteCache", False), ("CheckConflict", False),
+            ("DelAddress", True), ("AddAddress", True)]
+        assert pb.where()["198.18.0.20"] == ["eth0"] and pb.where()["198.18.0.21"] == ["eth1"]
+
+    run(scenario())
+
+
+def test_every_move_of_a_bulk_plan_is_verified() -> None:
+    async def scenario() -> None:
+        cfg, addrs = bulk(20, detect={"probe": {"targets": ["198.18.255.1"], "interval": "100ms"}})
+        pb = Playbook(cfg, ["eth0", "eth1"], addrs)
+        target = ipaddress.ip_address("198.18.255.1")
+        for i in range(19):
+            pb.verifier.confirms[("eth1", ipaddress.ip_address(f"198.18.0.{i + 10}"))] = target
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        assert rec["verification"]["state"] == "checking"
+        await pb.settled()
+        (asked,) = pb.verifier.asked
+        assert asked[0] == "eth1" and len(asked[1]) == 20 and asked[2] == (target,)
+        v = pb.record(rec["id"])["verification"]
+        assert v["state"] == "done"
+        assert sum(1 for r in v["moves"].values() if r["result"] == "confirmed") == 19
+        assert v["moves"]["198.18.0.29/16"] == {"result": "unconfirmed", "by": None, "at_ms": None,
+                                                "detail": "no answer"}
+
+    run(scenario())
+
+
+def test_a_single_move_is_verified_the_same_way() -> None:
+    async def scenario() -> None:
+        cfg = {**CFG, "detect": {"probe": {"targets": ["192.0.2.1"], "interval": "100ms"}}}
+        pb = Playbook(cfg, THREE, HOMES)
+        pb.verifier.confirms[("eth1", ipaddress.ip_address("192.0.2.10"))] = ipaddress.ip_address("192.0.2.1")
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        await pb.settled()
+        v = pb.record(rec["id"])["verification"]
+        assert v["state"] == "done" and v["moves"]["192.0.2.10/24"]["by"] == "192.0.2.1"
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- reload, refusals, probe-only NICs
+
+
+def test_reload_places_a_new_address_and_refuses_a_bad_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import yaml
 
     async def scenario() -> None:
-        first = asyncio.create_task(d._resync("converge"))
-        await asyncio.sleep(0.05)
-        second = asyncio.create_task(d._resync("overrun"))
-        await asyncio.sleep(0.05)
-        assert len(d._overlays) == 2
-        gates[1].set()  # the later re-read ends first
-        await second
-        assert len(d._overlays) == 1
-        # an event while the first re-read still runs: it reaches the first re-read's overlay only
-        key = ("eth1", ipaddress.ip_address("192.0.2.12"))
-        new = Address("eth1", ipaddress.ip_interface("192.0.2.12/24"))
-        for _, oa in d._overlays:
-            oa[key] = new
-        gates[0].set()
-        await first
-        assert d._overlays == []
-        assert d.addresses[key] == new  # the event newer than the dump won
+        cfg = {**CFG, "conflict_check": {"enabled": False}}
+        pb = Playbook(cfg, THREE, HOMES, path=tmp_path / "ipshift.yaml")
+        new = {**cfg, "interfaces": {**cfg["interfaces"], "eth2": {"addresses": ["192.0.2.12/24", "192.0.2.13/24"]}}}
+        pb.path.write_text(yaml.safe_dump(new))  # type: ignore[union-attr]
+        pb.daemon.reload()
+        (rec,) = await pb.converge()
+        assert rec["kind"] == "failback" and rec["trigger"] == "placement"
+        assert pb.where()["192.0.2.13"] == ["eth2"]
+        pb.path.write_text("interfaces: {eth0: {addresses: [nonsense]}}\n")  # type: ignore[union-attr]
+        with caplog.at_level(logging.ERROR, logger="ipshift.config"):
+            pb.daemon.reload()
+        assert "reload refused" in caplog.text and "ipshift.yaml:1" in caplog.text
+        assert "eth2" in pb.daemon.config.interfaces and await pb.converge() == []  # nothing lost
 
-    asyncio.run(asyncio.wait_for(scenario(), 10))
+    run(scenario())
 
 
-def test_a_route_step_during_a_kernel_reread_is_not_undone_by_it(monkeypatch: Any) -> None:
-    """Routes have no notifications here: a re-read whose dump predates our own route steps must not
-    put the old routes back into the view (it did: the next round then moved 1,000 routes again)."""
-    import threading
-
-    import ipshift.kernel.snapshot as snapshot_mod
-    from ipshift.model import Route
-    from ipshift.steps import AddRoute, DelRoute
-
-    d, _ = make({"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
-                                "eth1": {"addresses": ["192.0.2.11/24"]}}},
-                ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
-    dst = ipaddress.ip_network("198.51.100.0/24")
-    via = ipaddress.ip_address("192.0.2.1")
-    before = replace_routes(d._view(), (Route(dst=dst, ifname="eth1", gateway=via),))  # what the dump read
-    gate = threading.Event()
-
-    def slow_read(*_a: Any, **_k: Any) -> Snapshot:
-        gate.wait(5)
-        return before
-
-    monkeypatch.setattr(snapshot_mod, "read_snapshot", slow_read)
-
+def test_a_refusal_that_recurs_is_logged_again(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
-        task = asyncio.create_task(d._resync("after converge"))
-        await asyncio.sleep(0.05)
-        d._note(DelRoute(dst, "eth1", via))  # a failback moves the route while the dump runs
-        d._note(AddRoute(dst, "eth0", via))
-        gate.set()
-        await task
-        assert [(r.dst, r.ifname) for r in d.snapshot.routes if r.dst == dst] == [(dst, "eth0")]
-        assert d._route_logs == []
+        cfg = {"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]}, "eth1": {"addresses": ["198.51.100.11/24"]}},
+               "conflict_check": {"enabled": False}}
+        pb = Playbook(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["198.51.100.11/24"]})
+        with caplog.at_level(logging.WARNING, logger="ipshift.records"):
+            await pb.carrier("eth0", False)
+            await pb.converge()
+            await pb.converge()  # still refused: not logged twice
+            assert caplog.text.count("192.0.2.10/24 stays on eth0") == 1
+            await pb.carrier("eth0", True)
+            pb.later(10, "eth0")
+            await pb.converge()  # the refusal ended
+            await pb.carrier("eth0", False)
+            await pb.converge()  # ... and came back: logged again
+        assert caplog.text.count("192.0.2.10/24 stays on eth0") == 2
 
-    asyncio.run(asyncio.wait_for(scenario(), 10))
-
-
-def replace_routes(snap: Snapshot, routes: tuple[Any, ...]) -> Snapshot:
-    from dataclasses import replace
-
-    return replace(snap, routes=routes)
-
-
-def test_a_batch_of_route_steps_changes_the_view_like_one_step_at_a_time() -> None:
-    from ipshift.model import Route
-    from ipshift.steps import AddRoute, DelRoute
-
-    via = ipaddress.ip_address("192.0.2.1")
-    nets = [ipaddress.ip_network(f"198.51.100.{i}/32") for i in range(40)]
-    start = tuple(Route(dst=n, ifname="eth0", gateway=via) for n in nets[:30])
-    cfg = {"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]}, "eth1": {"addresses": ["192.0.2.11/24"]}}}
-    one, _ = make(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
-    many, _ = make(cfg, ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
-    for d in (one, many):
-        d.snapshot = replace_routes(d.snapshot, start)
-    batches: list[list[Any]] = [[DelRoute(n, "eth0", via) for n in nets[:20]],
-                                [AddRoute(n, "eth1", via, 10) for n in nets[:25]],
-                                [DelRoute(n, "eth1", via) for n in nets[20:25]]]
-    for batch in batches:
-        for st in batch:
-            one._note(st)
-        many._note_many(batch)
-
-    def key(r: Any) -> tuple[str, str, Any]:
-        return (str(r.dst), r.ifname, r.metric)
-
-    assert sorted(map(key, one.snapshot.routes)) == sorted(map(key, many.snapshot.routes))
-    assert len(many.snapshot.routes) == 10 + 20  # eth0 keeps 20..29, eth1 holds 0..19
+    run(scenario())
 
 
-def test_records_are_bounded_by_the_moves_they_hold(monkeypatch: Any) -> None:
-    import ipshift.daemon as daemon_mod
-    from ipshift.daemon import MoveRecord, Record
+def test_detect_link_false_leaves_carrier_to_the_path_probes() -> None:
+    async def scenario() -> None:
+        cfg = {**CFG, "conflict_check": {"enabled": False},
+               "detect": {"link": False, "probe": {"targets": ["192.0.2.1"], "interval": "100ms"}}}
+        pb = Playbook(cfg, THREE, HOMES)
+        await pb.carrier("eth0", False)
+        assert pb.daemon.nics.usable()["eth0"] and await pb.converge() == []
+        pb.daemon.nics.path_changed("eth0", "up", "", pb.clock())
+        pb.daemon.nics.path_changed("eth0", "failed", "path lost: 3 probe rounds unanswered", pb.clock())
+        (rec,) = await pb.converge()
+        assert rec["trigger_kind"] == "path" and rec["moves"][0]["ok"]
 
-    monkeypatch.setattr(daemon_mod, "MAX_KEPT_MOVES", 250)
-    d, _ = make({"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
-                                "eth1": {"addresses": ["192.0.2.11/24"]}}},
-                ["eth0", "eth1"], {"eth0": ["192.0.2.10/24"], "eth1": ["192.0.2.11/24"]})
+    run(scenario())
 
-    def big(i: int, n: int) -> Record:
-        rec = Record(i, "failover", "eth0", "carrier lost", 0.0, 0.0)
-        rec.moves = [MoveRecord(f"198.18.{k // 250}.{k % 250 + 1}/16", "eth0", "eth1", "eth1", ok=True)
-                     for k in range(n)]
-        return rec
 
-    for i, n in enumerate([100, 100, 100, 3, 100], start=1):
-        d.records.append(big(i, n))
-        d._history.append(d.records[-1].as_dict())
-        d._trim_records()
-    assert [r.id for r in d.records] == [3, 4, 5]  # 100 + 3 + 100 <= 250; adding 1 or 2 would not be
-    assert [h["id"] for h in d._history] == [3, 4, 5]
-    d.records.append(big(6, 400))  # one record over the cap alone: it stays, the others go
-    d._history.append(d.records[-1].as_dict())
-    d._trim_records()
-    assert [r.id for r in d.records] == [6] and [h["id"] for h in d._history] == [6]
+def test_a_renamed_nic_is_a_gone_nic_and_keeps_its_addresses_in_the_view() -> None:
+    async def scenario() -> None:
+        from dataclasses import replace
 
-    # a confirmation re-serializes only the record that holds the move
-    d.records.append(big(7, 2))
-    d._history.append(d.records[-1].as_dict())
-    old6 = d._history[0]
-    d.records[-1].moves[0].verified = "confirmed by 192.0.2.1"
-    d._history_refresh(d.records[-1].moves[0])
-    assert d._history[0] is old6
-    assert d._history[1]["moves"][0]["verified"] == "confirmed by 192.0.2.1"
+        pb = Playbook({**CFG, "conflict_check": {"enabled": False}}, THREE, HOMES)
+        old = pb.kernel.links.pop("eth0")
+        pb.kernel.addresses = {(("eth9" if k[0] == "eth0" else k[0]), k[1]): replace(a, ifname="eth9")
+                               if k[0] == "eth0" else a for k, a in pb.kernel.addresses.items()}
+        await pb.link(replace(old, name="eth9"))
+        assert pb.daemon.view.link("eth0") is None
+        assert pb.daemon.view.snapshot().where_is(ipaddress.ip_address("192.0.2.10"))[0].ifname == "eth9"
+        assert not pb.daemon.nics.usable()["eth0"]
+        assert "renamed to eth9" in pb.daemon.nics.health()["eth0"].reason
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- status never competes with a plan
+
+
+def test_status_waits_while_a_plan_changes_the_kernel_and_reuses_each_record() -> None:
+    async def scenario() -> None:
+        cfg, addrs = bulk(600)
+        pb = Playbook(cfg, ["eth0", "eth1"], addrs)
+        await pb.carrier("eth0", False)
+        await pb.converge()
+        assert pb.daemon.history.encoded == 1
+        for _ in range(5):
+            st = await pb.status()
+        assert pb.daemon.history.encoded == 1  # five status answers, the record serialised once
+        assert len(st["failovers"][0]["moves"]) == 600 and len(st["addresses"]) == 601
+        # a plan under way: status waits until it has changed the kernel
+        await pb.carrier("eth1", False)
+        await pb.carrier("eth0", True)
+        pb.later(10, "eth0")
+        pb.kernel.gate, pb.kernel.gate_kind = asyncio.Event(), "DelAddress"
+        plan = asyncio.ensure_future(pb.daemon.converge_once())
+        while not pb.kernel.batches or pb.kernel.batches[-1][0] != "DelAddress":
+            await asyncio.sleep(0)
+        status = asyncio.ensure_future(pb.daemon.status())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not status.done()
+        pb.kernel.gate.set()
+        await plan
+        parts = await status
+        assert parts and not plan.exception()
+
+    run(scenario())

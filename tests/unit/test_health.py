@@ -85,7 +85,37 @@ def test_any_sequence_keeps_the_invariants(seq: list[tuple[bool, float]]) -> Non
         for o in out + out2:
             if isinstance(o, hl.Wakeup):
                 assert o.at >= t - 1e-9
-        if not h.link_ok:
+        if not h.ok:
             assert not h.usable  # never usable without link
         if isinstance(next(iter(out2), None), hl.Failed):
             assert not ok
+
+
+def test_path_and_drain_are_inputs_of_the_same_machine() -> None:
+    T = hl.Timing(delay=2.0, flap_count=10, flap_window=10.0)
+    h = hl.initial("eth0", True, 0.0, path="unverified")
+    h, out = hl.path(h, "up", 1.0, T)
+    assert out == () and h.usable
+    h, out = hl.path(h, "failed", 2.0, T, "path lost")
+    assert h.state == "down" and out == (hl.Failed("eth0", "path lost", "path"),)
+    h, out = hl.link(h, True, 3.0, T)  # the link says nothing new; the path still holds it down
+    assert h.state == "down" and out == ()
+    h, out = hl.path(h, "up", 4.0, T, "path confirmed")
+    assert h.state == "returning" and out == (hl.Wakeup("eth0", 6.0),)
+    h, out = hl.tick(h, 6.0, T)
+    assert h.usable and out == (hl.Recovered("eth0"),)
+    h, out = hl.drain(h, True)
+    assert not h.usable and h.state == "up" and out == (hl.Failed("eth0", "operator: ipshift failover", "operator"),)
+    assert h.why_not == "drained by the operator (ipshift failover)"
+    h, out = hl.link(h, False, 7.0, T)  # lost while drained: its addresses already left
+    assert out == () and h.state == "down"
+    h, out = hl.link(h, True, 8.0, T)
+    h, out = hl.tick(h, 10.0, T)
+    assert h.state == "up" and out == ()  # healthy again, but still drained: nothing comes back
+    h, out = hl.drain(h, False)
+    assert h.usable and out == (hl.Recovered("eth0", "operator"),)
+
+
+def test_a_path_failed_before_the_start_is_down_at_start() -> None:
+    h = hl.initial("eth0", True, 0.0, path="failed")
+    assert h.state == "down" and "path failed" in h.reason

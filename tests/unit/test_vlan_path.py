@@ -48,6 +48,25 @@ class FakeIPR:
         return []
 
 
+class FakeBatch:
+    """Records address and route batches the way the kernel's batch socket would take them."""
+
+    def __init__(self, calls: list[tuple[str, str, dict[str, Any]]]) -> None:
+        self.calls = calls
+
+    def addresses(self, add: bool, items: Any) -> list[int]:
+        items = list(items)
+        for index, iface in items:
+            self.calls.append(("addr", "add" if add else "del",
+                               {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}))
+        return [0] * len(items)
+
+    def routes(self, add: bool, items: Any) -> list[int]:
+        return [0] * len(list(items))
+
+    def close(self) -> None: ...
+
+
 CFG = {"interfaces": {
     "eth0": {"addresses": ["192.0.2.10/24", {"address": "203.0.113.10/24", "vlan": 100}]},
     "eth1": {"addresses": ["192.0.2.11/24"], "vlans": [100]},
@@ -101,7 +120,7 @@ def test_vlan_not_permitted_or_no_8021q_is_refused_with_the_reason() -> None:
 def test_executor_creates_the_vlan_device_and_adds_the_address() -> None:
     async def run() -> list[tuple[str, str, dict[str, Any]]]:
         ipr = FakeIPR({"lo": 1, "eth0": 2, "eth1": 3})
-        ex = Executor(ipr, batch_socket=False)
+        ex = Executor(ipr, batch=FakeBatch(ipr.calls))
         ex.learn_link("eth1", 3, "02:00:00:00:00:11")
         await ex.run_step(AddVlan("eth1", "eth1.100", 100))
         await ex.run_step(AddAddress("eth1.100", ipaddress.ip_interface("203.0.113.10/24")))
@@ -126,3 +145,25 @@ def test_executor_reports_a_kernel_without_8021q_as_a_failed_step() -> None:
         assert exc.code == 95 and "errno 95" in exc.reason
     else:
         raise AssertionError("AddVlan on a kernel without 802.1Q must fail")
+
+
+def test_the_survivors_existing_vlan_child_is_used_whatever_its_name() -> None:
+    cfg = parse_config(yaml.safe_dump(CFG))
+    trunk = Link("trunk100", 6, "02:00:00:00:00:11", True, True, "UP", "vlan", parent=3, vlan_id=100)
+    snap = Snapshot(links=(ETH0, ETH1, VL0, trunk), addresses=(Address("eth0.100", V100),),
+                    features=KernelFeatures(vlan_8021q=True, macvlan=True))
+    (move,) = [m for m in plan_failover(cfg, snap, "eth0").moves if m.interface == V100]
+    assert move.target == "trunk100" and not any(isinstance(s, AddVlan) for s in move.steps)
+
+
+def test_a_made_up_vlan_device_name_is_the_same_in_every_process() -> None:
+    """A restarted daemon must find the device it made: no name from hash() (salted per process)."""
+    import subprocess
+    import sys
+
+    code = ("from ipshift.model import Snapshot; from ipshift.plan import vlan_device; "
+            "print(vlan_device(Snapshot(), 'enp129s0f1np1', 100))")
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={"PYTHONHASHSEED": str(seed), "PATH": "/usr/bin:/bin"}).stdout.strip()
+             for seed in (1, 2, 3)}
+    assert len(names) == 1 and len(names.pop()) <= 15

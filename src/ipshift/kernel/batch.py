@@ -172,32 +172,29 @@ class NetlinkBatch:
                     off += (length + 3) & ~3
         return results
 
+    def addresses(self, add: bool, items: Iterable[tuple[int, IPInterface]]) -> list[int]:
+        """Add (or delete) each (ifindex, address/prefix); errno per item."""
+        cache: dict[tuple[int, int, int], _Template] = {}
+        reqs: list[tuple[_Template, bytes]] = []
+        for index, iface in items:
+            key = (index, iface.version, iface.network.prefixlen)
+            t = cache.get(key)
+            if t is None:
+                t = cache[key] = address_template(add, index, iface)
+            reqs.append((t, iface.ip.packed))
+        return self.run(reqs)
 
-def addresses(batch: NetlinkBatch, add: bool, items: Iterable[tuple[int, IPInterface]]) -> list[int]:
-    """Add (or delete) each (ifindex, address/prefix); errno per item."""
-    cache: dict[tuple[int, int, int], _Template] = {}
-    reqs: list[tuple[_Template, bytes]] = []
-    for index, iface in items:
-        key = (index, iface.version, iface.network.prefixlen)
-        t = cache.get(key)
-        if t is None:
-            t = cache[key] = address_template(add, index, iface)
-        reqs.append((t, iface.ip.packed))
-    return batch.run(reqs)
-
-
-def routes(batch: NetlinkBatch, add: bool,
-           items: Iterable[tuple[int, IPNetwork, IPAddress | None, int | None]]) -> list[int]:
-    """Add (or delete) each (ifindex, destination, gateway, metric) route of the main table."""
-    cache: dict[tuple[int, int, int, IPAddress | None, int | None], _Template] = {}
-    reqs: list[tuple[_Template, bytes]] = []
-    for index, dst, via, metric in items:
-        key = (index, dst.version, dst.prefixlen, via, metric)
-        t = cache.get(key)
-        if t is None:
-            t = cache[key] = route_template(add, index, dst, via, metric)
-        reqs.append((t, dst.network_address.packed))
-    return batch.run(reqs)
+    def routes(self, add: bool, items: Iterable[tuple[int, IPNetwork, IPAddress | None, int | None]]) -> list[int]:
+        """Add (or delete) each (ifindex, destination, gateway, metric) route of the main table."""
+        cache: dict[tuple[int, int, int, IPAddress | None, int | None], _Template] = {}
+        reqs: list[tuple[_Template, bytes]] = []
+        for index, dst, via, metric in items:
+            key = (index, dst.version, dst.prefixlen, via, metric)
+            t = cache.get(key)
+            if t is None:
+                t = cache[key] = route_template(add, index, dst, via, metric)
+            reqs.append((t, dst.network_address.packed))
+        return self.run(reqs)
 
 
 def dump_routes(family: int, table: int, oif: int | None) -> list[Any]:

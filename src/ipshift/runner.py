@@ -1,0 +1,267 @@
+"""The plan runner: runs a plan's transactions, phase by phase, and records every step.
+
+Theory of operation
+-------------------
+:meth:`PlanRunner.run` is the I/O driver of :mod:`ipshift.txn`. For one plan
+it journals the move under way, runs the plan's NIC-level prelude, then asks
+:class:`~ipshift.txn.Phases` for phase after phase and runs each as one call
+of the executor (``run_batch``: one netlink batch for address and route
+steps, one socket per survivor for conflict probes, one frame per address
+for announcements), hands the results back, and notes what completed in the
+kernel view at once. No task, queue or await sits between a link event and
+the first netlink request of a one-move plan: the converge task calls this
+inline and the executor's batch socket answers within the send.
+
+While the runner changes the kernel (``idle`` clear), readers that could
+compete for the loop -- the netlink monitor's decoding of our own
+notifications, status, metrics, the history's serialiser -- wait; while it
+only waits for conflict probes' answers, they may run.
+
+Every step of every move is recorded with its phase's start and duration
+(from the record's ``t0``: when the trigger reached ipshift), and the first
+announcement of each move. After the plan, moves that succeeded are
+verified in the background (:mod:`ipshift.verify`, one socket per device and
+family) and the record ends in :meth:`ipshift.records.History.finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol
+
+from ipshift.config import Config
+from ipshift.journal import InProgress
+from ipshift.model import IPAddress
+from ipshift.nics import Trigger
+from ipshift.plan import Move, Plan
+from ipshift.policy import verify_targets
+from ipshift.records import History, MoveRecord, Record, Refused, StepRecord, VerifyResult
+from ipshift.steps import Announce, Step, op_of
+from ipshift.tasks import Tasks
+from ipshift.txn import FAILBACK_ORDER, FAILOVER_ORDER, Phase, Phases, Reply, Run
+from ipshift.kernel.withdraw import Withdrawn
+from ipshift.view import KernelView, LinkListener
+
+log = logging.getLogger("ipshift.runner")
+
+
+class StepExecutor(Protocol):
+    async def run_batch(self, steps: Sequence[Step]) -> list[str]: ...
+
+
+class Executes(StepExecutor, LinkListener, Protocol):
+    """What the daemon needs of an executor (:class:`ipshift.kernel.apply.Executor`)."""
+
+    withdrawn: Withdrawn
+
+
+class Verifier(Protocol):
+    async def verify(self, device: str, mac: str, ips: Sequence[IPAddress], targets: Sequence[IPAddress],
+                     reannounce: Callable[[Sequence[IPAddress]], None]
+                     ) -> dict[IPAddress, tuple[float, IPAddress] | str]: ...
+
+
+class Beginner(Protocol):
+    def begin(self, in_progress: InProgress) -> None: ...
+
+
+class PlanRunner:
+    """Runs plans (see the module docstring). Owns ``findings`` (this round's refusals by a
+    survivor, for the next round's planning) and ``arrived`` (where each address went, when)."""
+
+    def __init__(self, executor: StepExecutor, view: KernelView, history: History, config: Config, *,
+                 journal: Beginner | None = None, verifier: Verifier | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.executor = executor
+        self.view = view
+        self.history = history
+        self.config = config
+        self.journal = journal
+        self.verifier = verifier
+        self._clock = clock
+        self._wall = wall
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.findings: dict[tuple[IPAddress, str], str] = {}
+        self.arrived: dict[str, tuple[str, float]] = {}
+        self._tasks = Tasks()
+
+    # ------------------------------------------------------------------ plans
+
+    async def run(self, plan: Plan, trigger: Trigger) -> Record:
+        rec = Record(self.history.next_id(), plan.kind, plan.failed, trigger.text, trigger.kind, self._wall(),
+                     trigger.at)
+        rec.refused = [Refused(str(r.interface), tuple(sorted(r.codes())), r.reasons()) for r in plan.refusals]
+        if self.journal is not None:
+            self.journal.begin(InProgress(f"{plan.kind} of {plan.failed}",
+                                          tuple((str(m.interface), m.source, m.target) for m in plan.moves)))
+        rec.moves = [MoveRecord(str(m.interface), m.source, m.survivor, m.target) for m in plan.moves]
+        try:
+            for step in plan.prelude:
+                rec.nic_steps.append(await self._lone(step, rec.t0))
+            await self._phases(plan, rec)
+            if any(m.ok for m in rec.moves):
+                for step in plan.postlude:
+                    rec.nic_steps.append(await self._lone(step, rec.t0))
+        finally:
+            self.idle.set()
+        rec.total_ms = (self._clock() - rec.t0) * 1000.0
+        self._verify(plan.moves, rec)
+        self.history.finish(rec)
+        return rec
+
+    async def _phases(self, plan: Plan, rec: Record) -> None:
+        mode = self.config.conflict_check.mode
+        phases = Phases([m.steps for m in plan.moves], mode,
+                        FAILBACK_ORDER if plan.kind == "failback" else FAILOVER_ORDER)
+        probe: asyncio.Task[list[str]] | None = None
+        probe_start = 0.0
+        while (phase := phases.next()) is not None:
+            replies: list[Reply]
+            if phase.kind == "start-probe":  # optimistic: the probe runs while the moves go on
+                probe_start = self._clock()
+                probe = self._tasks.spawn(self.executor.run_batch(phase.steps))
+                replies = [None] * len(phase.members)
+            elif phase.kind == "join-probe":
+                assert probe is not None
+                self.idle.set()
+                errors = await probe
+                replies = self._record(phase, errors, probe_start, self._clock(), rec)
+            else:
+                if phase.kind == "probe":
+                    self.idle.set()  # only waiting for answers: other work may run meanwhile
+                else:
+                    self.idle.clear()
+                start = self._clock()
+                errors = await self.executor.run_batch(phase.steps)
+                end = self._clock()
+                self.view.note([st for st, e in zip(phase.steps, errors) if not e])
+                replies = self._record(phase, errors, start, end, rec)
+            phases.deliver(phase, replies)
+        for move, mr, out in zip(plan.moves, rec.moves, phases.outcomes):
+            assert out is not None
+            mr.ok, mr.error, mr.conflict = out.ok, out.error, out.conflict
+            if out.ok:
+                self.arrived[str(move.interface.ip)] = (move.target, self._wall())
+            else:
+                self.findings[(move.interface.ip, move.survivor)] = out.reason
+
+    def _record(self, phase: Phase, errors: Sequence[str], start: float, end: float, rec: Record) -> list[Reply]:
+        replies: list[Reply] = []
+        k = 0
+        announce = phase.kind == "Announce" and not phase.undo
+        for i, cmd in phase.members:
+            steps = cmd.steps if isinstance(cmd, Run) else (cmd.step,)
+            errs = tuple(errors[k:k + len(steps)])
+            k += len(steps)
+            raw = rec.moves[i].raw
+            for st, err in zip(steps, errs):
+                raw.append((st, start, end, err, phase.undo))
+            if announce and rec.moves[i].first_announce_ms is None and not any(errs):
+                rec.moves[i].first_announce_ms = (end - rec.t0) * 1000.0
+            replies.append(errs)
+        return replies
+
+    async def _lone(self, step: Step, t0: float) -> StepRecord:
+        start = self._clock()
+        (err,) = await self.executor.run_batch([step])
+        end = self._clock()
+        if not err:
+            self.view.note([step])
+        return StepRecord(op_of(step), step.describe(), (start - t0) * 1000.0, (end - start) * 1000.0, not err, err)
+
+    async def run_steps(self, steps: Sequence[Step], *, what: str = "") -> list[str]:
+        """Steps outside a plan (start-up routes, re-announcements): one batch per kind, noted in
+        the view; the error of each ("" = done). With ``what``, each is logged as that."""
+        errors: list[str] = []
+        i = 0
+        while i < len(steps):
+            j = i
+            while j < len(steps) and type(steps[j]) is type(steps[i]):
+                j += 1
+            batch = list(steps[i:j])
+            errs = await self.executor.run_batch(batch)
+            self.view.note([st for st, e in zip(batch, errs) if not e])
+            errors.extend(errs)
+            i = j
+        if what:
+            for st, err in zip(steps, errors):
+                if err:
+                    log.warning("%s: %s failed: %s", what, st.describe(), err)
+                else:
+                    log.info("%s: %s", what, st.describe())
+        return errors
+
+    async def refresh(self, every: Callable[[], float | None], steps: Callable[[], Sequence[Step]]) -> None:
+        """``announce.refresh``: run ``steps()`` every ``every()`` seconds, in slices of 256, never
+        while a plan runs. Runs until cancelled."""
+        while True:
+            period = every()
+            await asyncio.sleep(period or 1.0)
+            if not period:
+                continue
+            todo = steps()
+            for i in range(0, len(todo), 256):
+                await self.idle.wait()
+                await self.run_steps(todo[i:i + 256])
+
+    # ------------------------------------------------------------------ verification
+
+    def _verify(self, moves: Sequence[Move], rec: Record) -> None:
+        """Ask the neighbours, from every moved address, whether they follow it (in the background)."""
+        if self.verifier is None:
+            return
+        groups: dict[tuple[str, tuple[IPAddress, ...]], list[IPAddress]] = {}
+        for move, mr in zip(moves, rec.moves):
+            targets = verify_targets(self.config, move.interface.network) if mr.ok else ()
+            if targets:
+                groups.setdefault((move.target, targets), []).append(move.interface.ip)
+        if not groups:
+            return
+        rec.verification = "checking"
+        pending = [len(groups)]
+        for (device, targets), ips in groups.items():
+            self._tasks.spawn(self._verify_group(rec, device, targets, ips, pending))
+
+    async def _verify_group(self, rec: Record, device: str, targets: tuple[IPAddress, ...],
+                            ips: list[IPAddress], pending: list[int]) -> None:
+        assert self.verifier is not None
+        rounds = self.config.announce.verify_rounds
+        link = self.view.link(device)
+        results: dict[IPAddress, tuple[float, IPAddress] | str]
+        if link is None or not link.mac:
+            results = {ip: "the device's MAC is unknown" for ip in ips}
+        else:
+            def reannounce(again: Sequence[IPAddress]) -> None:
+                self._tasks.spawn(self.executor.run_batch([Announce(device, ip, 1, 0.0) for ip in again]))
+
+            try:
+                results = await self.verifier.verify(device, link.mac, ips, targets, reannounce)
+            except OSError as exc:
+                results = {ip: str(exc) for ip in ips}
+        by_ip = {ipaddress_key(m.address): m for m in rec.moves}
+        for ip in ips:
+            res = results.get(ip, f"no answer from {', '.join(map(str, targets))} after {rounds} rounds")
+            m = by_ip[str(ip)]
+            if isinstance(res, tuple):
+                at, who = res
+                rec.verified[m.address] = VerifyResult("confirmed", str(who), round((at - rec.t0) * 1000.0, 3))
+            else:
+                rec.verified[m.address] = VerifyResult("unconfirmed", None, None, res)
+                log.warning("%s on %s: path unconfirmed: %s", m.address, device, res)
+        pending[0] -= 1
+        if pending[0] == 0:
+            self.history.verified(rec)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def close(self) -> None:
+        await self._tasks.cancel()
+
+
+def ipaddress_key(address: str) -> str:
+    """The address of ``address/prefix``, as text."""
+    return address.split("/", 1)[0]

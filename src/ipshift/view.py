@@ -1,0 +1,260 @@
+"""The kernel view: the daemon's one cache of links, addresses and routes.
+
+Theory of operation
+-------------------
+:class:`KernelView` is the only writer of what the daemon believes the kernel
+holds. Three things change it:
+
+* **events** from the netlink monitor (:meth:`~KernelView.apply_link`,
+  :meth:`~KernelView.remove_link`, :meth:`~KernelView.apply_address`) -- on the
+  hot path, so a failover plans from the view without a re-dump. A link event
+  carries the whole decoded :class:`~ipshift.model.Link`; a device renamed
+  keeps its addresses under the new name;
+* **our own steps** (:meth:`~KernelView.note`): what a completed step changed
+  is in the view at once, before the kernel's notification says so (routes
+  have no notifications here at all);
+* **re-reads** (:meth:`~KernelView.reread`): a full dump, in a worker thread.
+  Events and route steps that happen while a dump runs may be newer than what
+  it read, so each re-read keeps an *overlay* of them and lays it over the
+  dump when it ends; two re-reads may overlap, each with its own overlay.
+
+:meth:`~KernelView.snapshot` hands the planner an immutable
+:class:`~ipshift.model.Snapshot`, built once per change (not per call).
+``listener`` (the executor) hears of every link the view learns or forgets,
+for its socket and ifindex caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from ipshift.model import Address, IPAddress, IPInterface, Link, Route, Snapshot
+from ipshift.steps import AddAddress, AddRoute, DelAddress, DelRoute, Step
+
+log = logging.getLogger("ipshift.view")
+
+AddrKey = tuple[str, IPAddress]
+
+
+class LinkListener(Protocol):
+    def learn_link(self, name: str, index: int, mac: str) -> None: ...
+    def forget_link(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChange:
+    """What :meth:`KernelView.apply_link` found: the link before (under its old name when it was
+    renamed: ``renamed_from``); None for a device the view did not know."""
+
+    old: Link | None
+    renamed_from: str | None = None
+
+    @property
+    def new(self) -> bool:
+        return self.old is None
+
+
+@dataclass(slots=True)
+class _Overlay:
+    """What changed while one re-read's dump ran (None: gone)."""
+
+    links: dict[str, Link | None] = field(default_factory=dict)
+    addresses: dict[AddrKey, Address | None] = field(default_factory=dict)
+    routes: list[tuple[bool, Route]] = field(default_factory=list)
+
+
+def with_route_changes(routes: Sequence[Route], changes: Sequence[tuple[bool, Route]]) -> tuple[Route, ...]:
+    """``routes`` after ``changes`` ((added?, route), in order). A route step names a destination,
+    a gateway and a device: an addition replaces what had those three, a removal drops it."""
+    by_key: dict[tuple[object, ...], list[Route]] = {}
+    for r in routes:
+        by_key.setdefault((r.dst, r.ifname, r.gateway), []).append(r)
+    for added, route in changes:
+        key = (route.dst, route.ifname, route.gateway)
+        by_key.pop(key, None)
+        if added:
+            by_key[key] = [route]
+    return tuple(r for rs in by_key.values() for r in rs)
+
+
+class KernelView:
+    """See the module docstring. ``reader`` dumps the kernel (blocking; run in a worker thread)."""
+
+    def __init__(self, reader: Callable[[], Snapshot], *, listener: LinkListener | None = None) -> None:
+        self._reader = reader
+        self._listener = listener
+        self._base = Snapshot()  # routes, neighbours, sysctls, features of the last dump
+        self._links: dict[str, Link] = {}
+        self._addresses: dict[AddrKey, Address] = {}
+        self._overlays: list[_Overlay] = []
+        self._cached: Snapshot | None = None
+
+    def listen(self, listener: LinkListener) -> None:
+        """From now on, tell ``listener`` of every link learnt or forgotten (and of those known now)."""
+        self._listener = listener
+        for link in self._links.values():
+            listener.learn_link(link.name, link.index, link.mac)
+
+    # ------------------------------------------------------------------ reads
+
+    def snapshot(self) -> Snapshot:
+        """The view as an immutable snapshot (the same object until something changes)."""
+        if self._cached is None:
+            self._cached = replace(self._base, links=tuple(self._links.values()),
+                                   addresses=tuple(self._addresses.values()))
+        return self._cached
+
+    def link(self, name: str) -> Link | None:
+        return self._links.get(name)
+
+    @property
+    def links(self) -> Mapping[str, Link]:
+        return self._links
+
+    @property
+    def rereads_running(self) -> int:
+        return len(self._overlays)
+
+    def own_macs(self) -> frozenset[str]:
+        """Every MAC of this host's devices (answers from these are no conflict)."""
+        return frozenset(l.mac for l in self._links.values() if l.mac)
+
+    def probe_source(self, nic: str, target: IPAddress) -> IPAddress | None:
+        """The address a path probe from ``nic`` uses: its own, in the target's subnet (IPv6: or its
+        link-local); None (0.0.0.0 for ARP) when it holds none, e.g. after its addresses moved away."""
+        link_local: IPAddress | None = None
+        for a in self.snapshot().addresses_on(nic):
+            ip = a.ip
+            if ip.version != target.version:
+                continue
+            if ip.version == 6 and ip.is_link_local:
+                link_local = ip
+            elif target in a.network:
+                return ip
+        return link_local
+
+    # ------------------------------------------------------------------ events
+
+    def apply_link(self, link: Link) -> LinkChange:
+        """A link's state as the kernel reported it (the whole link: it replaces what was there)."""
+        renamed_from = None
+        old = self._links.get(link.name)
+        if old is None or old.index != link.index:
+            for name, other in self._links.items():
+                if other.index == link.index and name != link.name:
+                    renamed_from = name
+                    break
+        if renamed_from is not None:
+            old = self._links[renamed_from]
+            self._forget(renamed_from, keep_addresses_as=link.name)
+        self._links[link.name] = link
+        for o in self._overlays:
+            o.links[link.name] = link
+        self._cached = None
+        if self._listener is not None:
+            self._listener.learn_link(link.name, link.index, link.mac)
+        return LinkChange(old, renamed_from)
+
+    def remove_link(self, name: str) -> Link | None:
+        """The device is gone (deleted, or moved to another namespace), and its addresses with it."""
+        old = self._links.get(name)
+        self._forget(name)
+        return old
+
+    def apply_address(self, added: bool, ifname: str, interface: IPInterface) -> None:
+        key = (ifname, interface.ip)
+        if added:
+            self._addresses[key] = Address(ifname=ifname, interface=interface)
+        else:
+            self._addresses.pop(key, None)
+        for o in self._overlays:
+            o.addresses[key] = self._addresses.get(key)
+        self._cached = None
+
+    def note(self, steps: Sequence[Step]) -> None:
+        """Completed steps: what they changed goes into the view at once (see the module docstring).
+
+        Route changes are applied in one pass (a batch of 1,000 route steps against 1,000 routes
+        one at a time was a million comparisons)."""
+        changes: list[tuple[bool, Route]] = []
+        for step in steps:
+            match step:
+                case AddAddress(ifname=ifname, interface=iface):
+                    self.apply_address(True, ifname, iface)
+                case DelAddress(ifname=ifname, interface=iface):
+                    self.apply_address(False, ifname, iface)
+                case AddRoute(dst=dst, ifname=ifname, via=via, metric=metric):
+                    changes.append((True, Route(dst=dst, ifname=ifname, gateway=via, metric=metric)))
+                case DelRoute(dst=dst, ifname=ifname, via=via):
+                    changes.append((False, Route(dst=dst, ifname=ifname, gateway=via)))
+                case _:
+                    pass
+        if changes:
+            self._base = replace(self._base, routes=with_route_changes(self._base.routes, changes))
+            for o in self._overlays:
+                o.routes.extend(changes)
+            self._cached = None
+
+    # ------------------------------------------------------------------ re-reads
+
+    async def reread(self, why: str) -> None:
+        """Dump the kernel in a worker thread; what changed meanwhile wins over the dump."""
+        overlay = _Overlay()
+        self._overlays.append(overlay)
+        try:
+            snap = await asyncio.get_running_loop().run_in_executor(None, self._reader)
+        finally:
+            # by identity: two re-reads can run at once (the converge loop's and the monitor's after
+            # an overrun), and their overlays compare equal until an event reaches only one of them
+            self._overlays = [o for o in self._overlays if o is not overlay]
+        self.load(snap, overlay)
+        log.debug("kernel state read (%s): %d links, %d addresses", why, len(snap.links), len(snap.addresses))
+
+    def load(self, snap: Snapshot, overlay: _Overlay | None = None) -> None:
+        """Replace the view with ``snap`` (a dump), with ``overlay`` laid over it."""
+        if overlay is not None and overlay.routes:
+            snap = replace(snap, routes=with_route_changes(snap.routes, overlay.routes))
+        links = {l.name: l for l in snap.links}
+        for name, newer in (overlay.links.items() if overlay is not None else ()):
+            if newer is None:
+                links.pop(name, None)
+            else:
+                links[name] = newer
+        addresses = {(a.ifname, a.ip): a for a in snap.addresses if a.ifname in links}
+        for key, addr in (overlay.addresses.items() if overlay is not None else ()):
+            if addr is None:
+                addresses.pop(key, None)
+            else:
+                addresses[key] = addr
+        self._base = replace(snap, links=(), addresses=())
+        self._links = links
+        self._addresses = addresses
+        self._cached = None
+        if self._listener is not None:
+            for link in links.values():
+                self._listener.learn_link(link.name, link.index, link.mac)
+
+    # ------------------------------------------------------------------ internals
+
+    def _forget(self, name: str, keep_addresses_as: str | None = None) -> None:
+        self._links.pop(name, None)
+        moved = {k: a for k, a in self._addresses.items() if k[0] == name}
+        for key in moved:
+            del self._addresses[key]
+        if keep_addresses_as is not None:
+            for (_, ip), a in moved.items():
+                self._addresses[(keep_addresses_as, ip)] = replace(a, ifname=keep_addresses_as)
+        for o in self._overlays:
+            o.links[name] = None
+            for key in moved:
+                o.addresses[key] = None
+            if keep_addresses_as is not None:
+                for (_, ip) in moved:
+                    o.addresses[(keep_addresses_as, ip)] = self._addresses[(keep_addresses_as, ip)]
+        self._cached = None
+        if self._listener is not None:
+            self._listener.forget_link(name)
