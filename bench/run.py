@@ -42,7 +42,7 @@ from contenders import Contender, MoveSpec, all_contenders, ipv6_spec, scale_spe
 from ipshift.lab import unique_prefix  # noqa: E402
 from stats import fmt_seconds, ratio, summarize  # noqa: E402
 
-ALL_SCENARIOS = "abcdefg"
+ALL_SCENARIOS = "abcdefgh"
 SCALE_NS = (1, 100, 1000, 10_000)
 QUICK_SCALE_MAX = 1000  # --quick skips N=10,000 (the lab alone takes seconds to build)
 T = TypeVar("T")
@@ -160,12 +160,17 @@ class Runner:
         return gone
 
     # ----------------------------------------------------------------- scenarios
-    def cycles(self, trigger: str, scen_keys: str, spec: MoveSpec | None = None) -> dict[str, Any]:
-        """(a)/(b)/(d) for trigger 'carrier', (c) for 'path', (g) for 'carrier' with ``ipv6_spec()``."""
+    def cycles(self, trigger: str, scen_keys: str, spec: MoveSpec | None = None,
+               only: tuple[str, ...] | None = None, why_not: str = "") -> dict[str, Any]:
+        """(a)/(b)/(d) for trigger 'carrier', (c) for 'path', (g) for 'carrier' with ``ipv6_spec()``,
+        (h) for 'carrier' with ``MoveSpec(status_poll=True)`` and ipshift ``only``."""
         plan = self.plan
         out: dict[str, Any] = {"contenders": {}, "trials": {}}
         spec = spec or MoveSpec(probe=trigger == "path")
         for name, c in self.contenders.items():
+            if only is not None and name not in only:
+                out["contenders"][name] = {"status": why_not}
+                continue
             if name in self.unavailable:
                 out["contenders"][name] = {"status": f"not available: {self.unavailable[name]}"}
                 continue
@@ -380,8 +385,11 @@ def markdown(results: dict[str, Any]) -> str:
         "g": "(g) IPv6 carrier loss -> client ping6 restored (longest gap between replies; compare (a))",
         "g_announce": "(g) IPv6 carrier loss -> first unsolicited neighbour advertisement seen on the switch "
                       "(compare (b))",
+        "h": "(h) carrier loss while `ipshift status` is polled in a loop, 50,000 moves kept -> client traffic "
+             "restored (compare (a))",
+        "h_announce": "(h) the same -> first gratuitous ARP seen on the switch (compare (b))",
     }
-    for scen in ("a", "b", "c", "d", "g", "g_announce"):
+    for scen in ("a", "b", "c", "d", "g", "g_announce", "h", "h_announce"):
         entry = results["scenarios"].get(scen)
         if not entry:
             continue
@@ -512,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
                 summarize_cycles(results, "carrier6", "g", "outage", "outage_censored")
                 summarize_cycles(results, "carrier6", "g_announce", "garp", "outage_censored")
                 results["timelines_ipv6"] = timelines(results["raw"]["carrier6"])
+            log(f"-- {time.monotonic() - started:.0f} s")
+            if "h" in plan.scenarios:
+                results["raw"]["polled"] = runner.cycles("carrier", "h", MoveSpec(status_poll=True), only=("ipshift",),
+                                                         why_not="not run: (h) polls ipshift's own status")
+                summarize_cycles(results, "polled", "h", "outage", "outage_censored")
+                summarize_cycles(results, "polled", "h_announce", "garp", "outage_censored")
             log(f"-- {time.monotonic() - started:.0f} s")
             if "c" in plan.scenarios:
                 results["raw"]["path"] = runner.cycles("path", "c")

@@ -42,6 +42,7 @@ class MoveSpec:
     survivor: str = SURVIVOR
     failback: bool = True
     probe: bool = False  # scenario (c): detect path loss by probing, 10 ms x 3 misses, towards PROBE_TARGET
+    status_poll: bool = False  # scenario (h): `ipshift status` polled in a loop, 50,000 kept moves
 
     @property
     def target(self) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,28 @@ from contenders import (PROBE_TARGET, HOME_BASE, SCALE_SURVIVOR_BASE, SURVIVOR_B
 from contenders.base import SingleGatewayMover
 
 IPSHIFT = REPO / ".venv" / "bin" / "ipshift"
+POLLER = REPO / "bench" / "status_poller.py"
+# Scenario (h): what the daemon keeps at most (records.History: 50,000 moves) and a poller's bounds.
+SEED_RECORDS, SEED_MOVES = 20, 2500
+POLL_SECONDS, POLL_MAX = 600, 100_000
+
+
+def seed_history(path: Path, records: int = SEED_RECORDS, moves: int = SEED_MOVES) -> None:
+    """A history file as an earlier run of the daemon leaves it: ``records`` failovers of ``moves``
+    addresses each (198.18.0.0/15, with their steps). The fields are those every version of ipshift
+    since the first history file reads, so that one bench compares versions."""
+    def move(k: int) -> dict[str, Any]:
+        a = f"198.18.{k // 250}.{k % 250 + 1}/15"
+        steps = [{"op": op, "text": f"{op} {a}", "at_ms": 1.0, "ms": 0.5, "ok": True, "error": ""}
+                 for op in ("DelAddress", "AddAddress", "Announce", "DelNeighbours", "FlushNeighbours",
+                            "FlushRouteCache")]
+        return {"address": a, "source": "eth0", "target": "eth1", "device": "eth1", "ok": True, "error": "",
+                "first_announce_ms": 1.5, "steps": steps, "verified": "", "confirmed_ms": None}
+
+    hist = [{"id": i + 1, "kind": "failover", "nic": "eth0", "trigger": "carrier lost", "started": 0.0, "t0": 0.0,
+             "total_ms": 100.0, "refused": [], "nic_steps": [], "moves": [move(k) for k in range(moves)]}
+            for i in range(records)]
+    path.write_text(json.dumps({"version": 1, "history": hist}))
 
 
 # Like for like: the shell baseline and IPaddr2 do no RFC 5227 conflict probe before a move.
@@ -111,6 +134,8 @@ class IpshiftContender(SingleGatewayMover):
         # inflated the idle RSS of (f) from ~50 to ~92 MiB.
         shutil.rmtree(self.workdir / "state", ignore_errors=True)
         (self.workdir / "state").mkdir()
+        if spec.status_poll:
+            seed_history(self.workdir / "state" / "history.json")
         self.config.write_text(yaml.safe_dump(build_config(spec, self.workdir), sort_keys=False))
         # Validate the generated file with ipshift's own checker (exit 2 = bad configuration);
         # skipped for large scale runs, where `check` itself takes minutes.
@@ -127,10 +152,11 @@ class IpshiftContender(SingleGatewayMover):
         self.group.start_plain(str(IPSHIFT), "run", "-c", str(self.config), "--netns", self.lab.gateway,
                                "--socket", str(self.socket), log=self.workdir / "ipshift.log")
 
-    def _status(self) -> dict[str, Any] | None:
+    def _status(self, records: int | None = None) -> dict[str, Any] | None:
         assert self.lab is not None
+        last = ["--records", str(records)] if records else []
         r = subprocess.run([str(IPSHIFT), "status", "--netns", self.lab.gateway, "--socket", str(self.socket),
-                            "--json"], capture_output=True, text=True, timeout=10)
+                            "--json", *last], capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             return None
         try:
@@ -141,14 +167,19 @@ class IpshiftContender(SingleGatewayMover):
 
     def ready(self, timeout: float = 10.0) -> bool:
         def ok() -> bool:
-            status = self._status() if self.group.alive() else None
+            status = self._status(records=1) if self.group.alive() else None
             return status is not None and bool(status.get("ready", True))
 
-        return wait_until(ok, timeout, poll=0.1)
+        if not wait_until(ok, timeout if self.spec is None or not self.spec.status_poll else 60.0, poll=0.1):
+            return False
+        if self.spec is not None and self.spec.status_poll and len(self.group.procs) == 1:
+            self.group.start_plain(sys.executable, str(POLLER), str(self.socket), str(POLL_SECONDS),
+                                   str(POLL_MAX), log=self.workdir / "poller.log")
+        return True
 
     def steps(self, since: float) -> Timeline:
         """The daemon's record of the first failover/failback that started at or after ``since``."""
-        status = self._status()
+        status = self._status(records=4)
         records = [r for r in (status or {}).get("failovers", []) if float(r.get("t0", 0)) >= since - 0.05]
         if not records:
             return Timeline(source="ipshift status --json: no record after the trigger")
@@ -168,4 +199,11 @@ class IpshiftContender(SingleGatewayMover):
         return Timeline(steps=steps, source="ipshift status --json")
 
     def pids(self) -> list[int]:
-        return self.group.pids()
+        return self.group.pids(first_only=self.spec is not None and self.spec.status_poll)
+
+    def stop(self) -> None:
+        super().stop()
+        polled = self.workdir / "poller.log"
+        if polled.exists():  # scenario (h): how much the poller asked (it prints that when it ends)
+            print(f"  status poller: {polled.read_text().strip().splitlines()[-1:]}", file=sys.stderr, flush=True)
+            polled.unlink()

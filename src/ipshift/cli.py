@@ -107,7 +107,9 @@ def _ask(args: argparse.Namespace, req: dict[str, object]) -> dict[str, object]:
 def cmd_status(args: argparse.Namespace) -> int:
     from ipshift.report import status_text
 
-    answer = _ask(args, {"cmd": "status"})
+    # the text shows the last five records; --json gives every kept one unless --records says otherwise
+    last = args.records if args.records is not None else (None if args.json else 5)
+    answer = _ask(args, {"cmd": "status", **({"records": last} if last else {})})
     status = answer.get("status", {})
     if args.json:
         print(json.dumps(status, indent=2))
@@ -176,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, config=False)
     p.add_argument("--socket")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--records", type=int, metavar="N",
+                   help="only the last N failover records (default: 5 in text, every kept one with --json)")
     p.set_defaults(func=cmd_status)
 
     for name, func, text in (("failover", cmd_failover, "move a NIC's addresses away (maintenance)"),

@@ -2,7 +2,8 @@
 
 A unix stream socket (mode 0600: root only) carrying one JSON request line
 and one JSON answer line per connection: ``{"cmd": "status"}``,
-``{"cmd": "failover", "nic": "eth0"}``, ``{"cmd": "failback", "nic": "eth0"}``.
+``{"cmd": "failover", "nic": "eth0"}``, ``{"cmd": "failback", "nic": "eth0"}``;
+``{"cmd": "status", "records": N}`` returns only the last N failover records.
 
 The daemon answers with text it has already serialised (its records are
 serialised once, when they end): a status is a list of JSON text parts, a
@@ -44,7 +45,7 @@ class Answer:
 
 
 class Controlled(Protocol):
-    async def status(self) -> list[str]: ...
+    async def status(self, records: int | None = None) -> list[str]: ...
     async def cmd_failover(self, nic: str) -> Answer: ...
     async def cmd_failback(self, nic: str) -> Answer: ...
 
@@ -115,14 +116,16 @@ class ControlServer:
                 req = json.loads(line)
                 cmd = req.get("cmd")
                 if cmd == "status":
-                    parts = ['{"ok": true, "status": ', *await self.daemon.status(), "}"]
+                    last = req.get("records")
+                    parts = ['{"ok": true, "status": ',
+                             *await self.daemon.status(int(last) if last is not None else None), "}"]
                 elif cmd == "failover":
                     parts = (await self.daemon.cmd_failover(str(req.get("nic")))).parts()
                 elif cmd == "failback":
                     parts = (await self.daemon.cmd_failback(str(req.get("nic")))).parts()
                 else:
                     parts = Answer(False, f"unknown command {cmd!r}").parts()
-            except (ValueError, AttributeError) as exc:
+            except (ValueError, AttributeError, TypeError) as exc:
                 parts = Answer(False, f"bad request: {exc}").parts()
             await write_parts(writer, [*parts, "\n"])
         except (asyncio.TimeoutError, ConnectionError) as exc:

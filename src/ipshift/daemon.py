@@ -283,12 +283,13 @@ class Daemon:
 
     # ------------------------------------------------------------------ operators
 
-    async def status(self) -> list[str]:
-        """``ipshift status`` as JSON text parts (built in slices, while no plan runs)."""
+    async def status(self, records: int | None = None) -> list[str]:
+        """``ipshift status`` as JSON text parts (built in slices, while no plan runs); ``records``:
+        only the last so many records."""
         await self.history.settled()
         inp = StatusInputs(self.config, self.config_path, os.getpid(), self.ready.is_set(), self.nics.health(),
                            self.view.snapshot(), self.runner.arrived, time.monotonic(), time.time())
-        return await drive(status_parts(inp, self.history.parts()), self.runner.idle)
+        return await drive(status_parts(inp, self.history.parts(records)), self.runner.idle)
 
     async def scrape(self, accept: str) -> tuple[bytes, str]:
         """A metrics scrape: the exposition and its content type."""

@@ -232,10 +232,12 @@ class History:
 
     # ------------------------------------------------------------------ readers
 
-    def parts(self) -> list[str]:
-        """The kept records as the text of a JSON array's elements, comma-separated (oldest first)."""
+    def parts(self, last: int | None = None) -> list[str]:
+        """The kept records (the ``last`` ones only, when given) as the text of a JSON array's
+        elements, comma-separated, oldest first."""
         out: list[str] = []
-        for i, k in enumerate(self._kept):
+        kept = list(self._kept)[-last:] if last else self._kept
+        for i, k in enumerate(kept):
             if i:
                 out.append(",")
             out.extend(k.parts())

@@ -156,6 +156,7 @@ class Phases:
         self._rank = {kind: i for i, kind in enumerate(order)}
         self._gens = [transaction(steps, mode) for steps in moves]
         self._pending: dict[int, Command] = {}
+        self._keys: dict[int, tuple[int, int, str]] = {}  # the phase each pending command belongs to
         self.outcomes: list[Outcome | None] = [None] * len(self._gens)
         for i in range(len(self._gens)):
             self._advance(i, None, first=True)
@@ -166,9 +167,11 @@ class Phases:
             cmd = next(gen) if first else gen.send(reply)
         except StopIteration as stop:
             self._pending.pop(i, None)
+            self._keys.pop(i, None)
             self.outcomes[i] = stop.value
             return
         self._pending[i] = cmd
+        self._keys[i] = self._key(cmd)
 
     def _key(self, cmd: Command) -> tuple[int, int, str]:
         if isinstance(cmd, StartProbe):
@@ -183,7 +186,7 @@ class Phases:
         """The next phase to run, or None when every transaction has ended."""
         if not self._pending:
             return None
-        keys = {i: self._key(c) for i, c in self._pending.items()}
+        keys = self._keys
         best = min(keys.values())
         members = tuple((i, self._pending[i]) for i in sorted(keys) if keys[i] == best)
         return Phase(best[2], best[0] == 0, members)
