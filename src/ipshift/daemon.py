@@ -70,6 +70,7 @@ class Daemon:
         self._dirty, self._stop, self._reload = asyncio.Event(), asyncio.Event(), False
         self._converge_lock = asyncio.Lock()  # one converge at a time: the loop's rounds, the commands
         self._tasks = Tasks()
+        self._refresher: asyncio.Task[None] | None = None
         self._interrupted: set[IPAddress] = set()  # the addresses of the move a killed previous run left
         self.refusals = RefusalLog()
         self.nics = NicStates(config, on_change=self._dirty.set, clock=clock)
@@ -117,8 +118,7 @@ class Daemon:
                                             what="start-up route")
                 self.probing.start(self.config)
                 servers = await Servers.open(self, self.socket_path, self.config.metrics, self.scrape)
-                self._tasks.spawn(self.runner.refresh(lambda: self.config.announce.refresh, lambda: policy.
-                                                refresh_announcements(self.config, self.view.snapshot())))
+                self._start_refresh()
                 self._tasks.spawn(self.history.worker(self.runner.idle))
                 converger = self._tasks.spawn(self._converge_loop())
                 self._dirty.set()
@@ -279,7 +279,17 @@ class Daemon:
             self.runner.config = new
             self.nics.reconfigure(new, self.view.links)
             self.probing.reconfigure(old, new)
+            if new.announce.refresh != old.announce.refresh:
+                self._start_refresh()
             apply_sysctl_policy(self.config, self.view.snapshot())
+
+    def _start_refresh(self) -> None:
+        """``announce.refresh`` as configured now (no task at all when it is off)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        every = self.config.announce.refresh
+        self._refresher = self._tasks.spawn(self.runner.refresh(every, lambda: policy.refresh_announcements(
+            self.config, self.view.snapshot()))) if every else None
 
     # ------------------------------------------------------------------ operators
 

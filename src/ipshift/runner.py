@@ -195,14 +195,11 @@ class PlanRunner:
                     log.info("%s: %s", what, st.describe())
         return errors
 
-    async def refresh(self, every: Callable[[], float | None], steps: Callable[[], Sequence[Step]]) -> None:
-        """``announce.refresh``: run ``steps()`` every ``every()`` seconds, in slices of 256, never
+    async def refresh(self, every: float, steps: Callable[[], Sequence[Step]]) -> None:
+        """``announce.refresh``: run ``steps()`` every ``every`` seconds, in slices of 256, never
         while a plan runs. Runs until cancelled."""
         while True:
-            period = every()
-            await asyncio.sleep(period or 1.0)
-            if not period:
-                continue
+            await asyncio.sleep(every)
             todo = steps()
             for i in range(0, len(todo), 256):
                 await self.idle.wait()

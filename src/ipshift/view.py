@@ -92,6 +92,7 @@ class KernelView:
         self._addresses: dict[AddrKey, Address] = {}
         self._overlays: list[_Overlay] = []
         self._cached: Snapshot | None = None
+        self._on_device: dict[str, tuple[Address, ...]] = {}  # addresses per device, built on demand
 
     def listen(self, listener: LinkListener) -> None:
         """From now on, tell ``listener`` of every link learnt or forgotten (and of those known now)."""
@@ -127,7 +128,9 @@ class KernelView:
         """The address a path probe from ``nic`` uses: its own, in the target's subnet (IPv6: or its
         link-local); None (0.0.0.0 for ARP) when it holds none, e.g. after its addresses moved away."""
         link_local: IPAddress | None = None
-        for a in self.snapshot().addresses_on(nic):
+        if nic not in self._on_device:
+            self._on_device[nic] = tuple(a for (dev, _), a in self._addresses.items() if dev == nic)
+        for a in self._on_device[nic]:
             ip = a.ip
             if ip.version != target.version:
                 continue
@@ -174,6 +177,7 @@ class KernelView:
         for o in self._overlays:
             o.addresses[key] = self._addresses.get(key)
         self._cached = None
+        self._on_device.pop(ifname, None)
 
     def note(self, steps: Sequence[Step]) -> None:
         """Completed steps: what they changed goes into the view at once (see the module docstring).
@@ -234,6 +238,7 @@ class KernelView:
         self._links = links
         self._addresses = addresses
         self._cached = None
+        self._on_device.clear()
         if self._listener is not None:
             for link in links.values():
                 self._listener.learn_link(link.name, link.index, link.mac)
@@ -256,5 +261,6 @@ class KernelView:
                 for (_, ip) in moved:
                     o.addresses[(keep_addresses_as, ip)] = self._addresses[(keep_addresses_as, ip)]
         self._cached = None
+        self._on_device.clear()
         if self._listener is not None:
             self._listener.forget_link(name)
