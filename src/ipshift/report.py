@@ -131,14 +131,23 @@ def record_text(rec: dict[str, Any]) -> str:
     """One failover/failback record, step by step with durations."""
     out = [f"#{rec['id']} {rec['kind']} of {rec['nic']} at {_when(rec.get('started'))} "
            f"(trigger: {rec['trigger']}), {rec.get('total_ms', 0.0):.2f} ms in all"]
+    verification = rec.get("verification") or {}
+    checked = verification.get("moves") or {}
     for m in rec.get("moves", []):
         state = "ok" if m["ok"] else f"FAILED: {m['error']}"
         first = m.get("first_announce_ms")
         fa = f", first announcement at {first:.2f} ms" if first is not None else ""
+        v = checked.get(m["address"])
+        if v is not None:
+            fa += (f", confirmed by {v['by']} at {v['at_ms']:.1f} ms" if v["result"] == "confirmed"
+                   else f", unconfirmed ({v['detail']})")
+        elif m["ok"] and verification.get("state") == "checking":
+            fa += ", verifying"
         out.append(f"  {m['address']}: {m['source']} -> {m['device']} {state}{fa}")
         for s in m.get("steps", []):
             mark = "" if s["ok"] else f"  FAILED: {s['error']}"
-            out.append(f"      +{s['at_ms']:8.3f} ms {s['ms']:8.3f} ms  {s['text']}{mark}")
+            undo = "undo: " if s.get("undo") else ""
+            out.append(f"      +{s['at_ms']:8.3f} ms {s['ms']:8.3f} ms  {undo}{s['text']}{mark}")
     for s in rec.get("nic_steps", []):
         out.append(f"  then +{s['at_ms']:8.3f} ms {s['ms']:8.3f} ms  {s['text']}")
     for r in rec.get("refused", []):
