@@ -87,9 +87,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_format, args.verbose)
     from ipshift.daemon import Daemon
 
+    from ipshift.lock import AlreadyRunning
+
     daemon = Daemon(config, args.config, socket_path=_socket_path(args, config.socket),
                     kill_at=os.environ.get("IPSHIFT_TEST_KILL_AT") or None)
-    return asyncio.run(daemon.run())
+    try:
+        return asyncio.run(daemon.run())
+    except AlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
 
 
 def _ask(args: argparse.Namespace, req: dict[str, object]) -> dict[str, object]:

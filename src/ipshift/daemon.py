@@ -41,6 +41,7 @@ from ipshift.events import AddressEvent, KernelEvent, LinkEvent, LinkGone, Resyn
 from ipshift.journal import DurableState, StateFile
 from ipshift.kernel.monitor import KernelMonitor
 from ipshift.kernel.sysctl import apply_sysctl_policy
+from ipshift.lock import StateLock
 from ipshift.model import IPAddress, Snapshot
 from ipshift.nics import NicStates
 from ipshift.probing import Probing
@@ -96,6 +97,8 @@ class Daemon:
         from ipshift.kernel.apply import Executor
         from ipshift.verify import PathVerifier
 
+        lock = StateLock(self.config.state_dir)
+        lock.acquire()  # before anything touches the kernel: one daemon per gateway
         loop = asyncio.get_running_loop()
         for sig, handler in ((signal.SIGTERM, self._stop.set), (signal.SIGINT, self._stop.set),
                              (signal.SIGHUP, self._on_hup)):
@@ -142,6 +145,7 @@ class Daemon:
             await self._persist()
             self.state.close()
             await executor.close()
+            lock.release()
         return 0
 
     def _restore(self, durable: DurableState) -> None:
