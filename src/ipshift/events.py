@@ -27,12 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from ipshift.model import Address, IPInterface, Link
+from ipshift.model import LINK_DOWN_OPERSTATES, Address, IPInterface, Link
 
 __all__ = ["AddressEvent", "KernelEvent", "LinkEvent", "LinkGone", "Resync", "LINK_DOWN_OPERSTATES"]
-
-# Operational states in which a link cannot carry traffic whatever its flags say.
-LINK_DOWN_OPERSTATES = frozenset({"DOWN", "LOWERLAYERDOWN", "NOTPRESENT"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,9 @@ IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # ARPHRD_ETHER: the link layer of physical NICs, veth and macvlan devices.
 ARPHRD_ETHER = 1
+# Operational states (RFC 2863) in which a link cannot carry traffic whatever its flags say:
+# DORMANT is a port waiting for 802.1X authentication, TESTING one in a self-test.
+LINK_DOWN_OPERSTATES = frozenset({"DOWN", "LOWERLAYERDOWN", "NOTPRESENT", "DORMANT", "TESTING"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,7 @@ class Link:
     @property
     def healthy(self) -> bool:
         """Admin up with carrier: able to send and receive."""
-        return self.admin_up and self.carrier and self.operstate not in ("DOWN", "LOWERLAYERDOWN", "NOTPRESENT")
+        return self.admin_up and self.carrier and self.operstate not in LINK_DOWN_OPERSTATES
 
 
 @dataclass(frozen=True, slots=True)

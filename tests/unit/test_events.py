@@ -67,7 +67,8 @@ def test_link_ok_truth_table(admin_up: bool, carrier: bool, operstate: str) -> N
     link = Link(name="eth0", index=10, mac="02:1b:00:00:00:10", admin_up=admin_up, carrier=carrier,
                 operstate=operstate, kind="veth")
     ev = LinkEvent(link, 1.0)
-    expected = admin_up and carrier and operstate in ("UP", "UNKNOWN", "DORMANT", "TESTING")
+    # DORMANT (a port waiting for 802.1X) and TESTING carry no traffic: not healthy
+    expected = admin_up and carrier and operstate in ("UP", "UNKNOWN")
     assert ev.link_ok is expected
 
 
@@ -75,7 +76,7 @@ def test_link_ok_truth_table(admin_up: bool, carrier: bool, operstate: str) -> N
 def test_link_ok_agrees_with_link_healthy(admin_up: bool, carrier: bool, operstate: str) -> None:
     link = Link(name="eth0", index=10, mac="", admin_up=admin_up, carrier=carrier, operstate=operstate)
     assert LinkEvent(link, 0.0).link_ok is link.healthy
-    assert LINK_DOWN_OPERSTATES == {"DOWN", "LOWERLAYERDOWN", "NOTPRESENT"}
+    assert LINK_DOWN_OPERSTATES == {"DOWN", "LOWERLAYERDOWN", "NOTPRESENT", "DORMANT", "TESTING"}
 
 
 @pytest.mark.parametrize(
@@ -261,7 +262,7 @@ def test_several_messages_in_one_datagram_keep_their_order() -> None:
         (0x1 | 0x10000, "UP", True),
         (0x1, "LOWERLAYERDOWN", False),  # no IFF_LOWER_UP: no carrier
         (0x10000, "DOWN", False),  # not IFF_UP
-        (0x1 | 0x10000, "DORMANT", True),
+        (0x1 | 0x10000, "DORMANT", False),  # 802.1X: not authenticated yet
         (0x1 | 0x10000, "NOTPRESENT", False),
     ],
 )

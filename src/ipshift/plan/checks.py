@@ -11,8 +11,10 @@ code and one sentence for operators:
 ``same-network``    the survivor has an address (configured or in the kernel)
                     in a network that overlaps the address's network
 ``same-subnet``     ... and one in exactly the address's subnet (same prefix)
-``survivor-healthy`` the survivor exists, is admin up, has carrier, and no
-                    health verdict (path probes, flapping) holds it down
+``survivor-healthy`` the survivor exists, is an Ethernet NIC, is admin up, has
+                    carrier, an operational state that carries traffic (not
+                    DORMANT: 802.1X), and no health verdict (path probes,
+                    flapping) holds it down
 ``capacity``        below ``max_addresses``; the kernel can hold the address
                     (IPv6 present and enabled on the survivor)
 ``mac-capacity``    for ``mac: move``: macvlan in the kernel, an Ethernet
@@ -172,6 +174,9 @@ def _check_health(link: Link | None, nic: str, unhealthy: Mapping[str, str]) -> 
         return [Failure("survivor-healthy", f"{nic} has no carrier (link down)")]
     if not link.healthy:
         return [Failure("survivor-healthy", f"{nic} is not operational (operstate {link.operstate})")]
+    if not link.is_ethernet:
+        return [Failure("survivor-healthy", f"{nic} is not an Ethernet NIC (link type {link.link_type}"
+                        f"{', no MAC' if not link.mac else ''}): ipshift moves addresses between Ethernet NICs")]
     if nic in unhealthy:
         return [Failure("survivor-healthy", f"{nic} is held down: {unhealthy[nic]}")]
     return []
