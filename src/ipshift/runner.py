@@ -148,6 +148,22 @@ class PlanRunner:
                 self.arrived[str(move.interface.ip)] = (move.target, self._wall())
             else:
                 self.findings[(move.interface.ip, move.survivor)] = out.reason
+        await self._announce_again(rec)
+
+    async def _announce_again(self, rec: Record) -> None:
+        """A failed announcement does not undo a move that is otherwise complete: it is sent once
+        more, and both tries are recorded."""
+        again = [(m, st) for m in rec.moves if m.ok for st, _, _, err, undo in m.raw
+                 if err and not undo and isinstance(st, Announce)]
+        if not again:
+            return
+        start = self._clock()
+        errors = await self.executor.run_batch([st for _, st in again])
+        end = self._clock()
+        for (m, st), err in zip(again, errors):
+            m.raw.append((st, start, end, err, False))
+            if not err and m.first_announce_ms is None:
+                m.first_announce_ms = (end - rec.t0) * 1000.0
 
     def _record(self, phase: Phase, errors: Sequence[str], start: float, end: float, rec: Record) -> list[Reply]:
         replies: list[Reply] = []
@@ -160,7 +176,7 @@ class PlanRunner:
             raw = rec.moves[i].raw
             for st, err in zip(steps, errs):
                 raw.append((st, start, end, err, phase.undo))
-            if announce and rec.moves[i].first_announce_ms is None and not any(errs):
+            if announce and rec.moves[i].first_announce_ms is None and not any(errs):  # sent, not failed
                 rec.moves[i].first_announce_ms = (end - rec.t0) * 1000.0
             replies.append(errs)
         return replies

@@ -176,6 +176,11 @@ Step = (
     | AddMacvlan | AddVlan | DelLink | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
 )
 
+class Conflict(str):
+    """A step's error that is a conflict probe's answer: someone else uses the address (any other
+    error of a probe -- a socket that cannot be opened -- is a plain ``str``)."""
+
+
 StepOp = Literal[
     "CheckConflict", "DemoteRoutes", "RestoreRoutes", "DelAddress", "DelRoute", "DelNeighbours", "AddMacvlan",
     "AddVlan", "DelLink", "AddAddress", "AddRoute", "FlushNeighbours", "FlushRouteCache", "Announce",

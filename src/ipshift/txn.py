@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours,
-    DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step, inverse,
+    AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, Conflict, DelAddress, DelLink,
+    DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step, inverse,
 )
 
 ConflictMode = Literal["strict", "optimistic"]
@@ -96,13 +96,13 @@ def transaction(steps: Sequence[Step], mode: ConflictMode) -> Generator[Command,
         if mode == "strict":
             (err,) = (yield Run((probe,))) or ("",)
             if err:
-                return Outcome(False, probe, err, conflict=True)
+                return Outcome(False, probe, err, conflict=isinstance(err, Conflict))
         else:
             yield StartProbe(probe)
     for run in _runs(forward):
         errors = (yield Run(run)) or ("",) * len(run)
         for st, err in zip(run, errors):
-            if err:
+            if err and not isinstance(st, Announce):
                 failure = Outcome(False, st, err)
                 break
             done.append(st)
@@ -111,7 +111,7 @@ def transaction(steps: Sequence[Step], mode: ConflictMode) -> Generator[Command,
     if failure is None and probe is not None and mode == "optimistic":
         (err,) = (yield JoinProbe(probe)) or ("",)
         if err:
-            failure = Outcome(False, probe, err, conflict=True)
+            failure = Outcome(False, probe, err, conflict=isinstance(err, Conflict))
     if failure is None:
         return Outcome(True)
     for st in reversed(done):

@@ -25,7 +25,7 @@ from ipshift.events import AddressEvent, LinkEvent, LinkGone
 from ipshift.kernel.withdraw import Withdrawn
 from ipshift.model import Address, IPAddress, KernelFeatures, Link, Route, Snapshot
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddRoute, CheckConflict, DelAddress, DelLink, DelRoute, Step,
+    AddAddress, AddMacvlan, AddRoute, CheckConflict, Conflict, DelAddress, DelLink, DelRoute, Step,
 )
 
 MAC = {f"eth{i}": f"02:00:00:00:00:1{i}" for i in range(10)}
@@ -65,7 +65,7 @@ class FakeKernel:
         match st:
             case CheckConflict(ifname=ifname, ip=ip):
                 who = self.answers.get((ifname, ip))
-                return f"in use by {who}" if who else ""
+                return Conflict(f"in use by {who}") if who else ""
             case AddAddress(ifname=ifname, interface=iface):
                 if ifname not in self.links:
                     return f"no device {ifname}"

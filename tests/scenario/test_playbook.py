@@ -383,3 +383,18 @@ def test_status_waits_while_a_plan_changes_the_kernel_and_reuses_each_record() -
         assert parts and not plan.exception()
 
     run(scenario())
+
+
+def test_a_failed_announcement_is_sent_again_and_the_move_stands() -> None:
+    async def scenario() -> None:
+        pb = Playbook({**CFG, "conflict_check": {"enabled": False}}, THREE, HOMES)
+        pb.kernel.fail["gratuitous ARP for 192.0.2.10 from eth1, 1x every 10 ms"] = "Network is down (errno 100)"
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        (m,) = rec["moves"]
+        assert m["ok"] and pb.where()["192.0.2.10"] == ["eth1"]
+        announces = [s for s in m["steps"] if s["op"] == "Announce"]
+        assert [a["ok"] for a in announces] == [False, False]  # the first try and the retry, both recorded
+        assert not any(s["undo"] for s in m["steps"])
+
+    run(scenario())

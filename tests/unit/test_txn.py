@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, DelAddress, DelNeighbours, DelRoute,
+    AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, Conflict, DelAddress, DelNeighbours, DelRoute,
     FlushRouteCache, Step,
 )
 from ipshift.txn import FAILOVER_ORDER, JoinProbe, Phases, Run, StartProbe, transaction
@@ -55,14 +55,14 @@ def texts(cmds: list[object]) -> list[str]:
 
 @pytest.mark.parametrize(("mode", "fail", "ok", "expect"), [
     ("strict", {}, True, [s.describe() for s in MOVE]),
-    ("strict", {PROBE: "in use"}, False, [PROBE.describe()]),  # nothing changes on a conflict
+    ("strict", {PROBE: Conflict("in use")}, False, [PROBE.describe()]),  # nothing changes on a conflict
     ("strict", {MOVE[5]: "EEXIST"}, False,  # the route add fails: undo newest first
      [s.describe() for s in MOVE[:6]] + ["undo add route 198.51.100.0/24 via 192.0.2.1 dev eth0",
                                           "undo remove 192.0.2.10/24 from eth1",
                                           "undo add 192.0.2.10/24 to eth0"]),
     ("optimistic", {}, True,
      ["start " + PROBE.describe()] + [s.describe() for s in MOVE[1:]] + ["join " + PROBE.describe()]),
-    ("optimistic", {PROBE: "in use"}, False,  # moved and announced first, then taken back
+    ("optimistic", {PROBE: Conflict("in use")}, False,  # moved and announced first, then taken back
      ["start " + PROBE.describe()] + [s.describe() for s in MOVE[1:]] + ["join " + PROBE.describe()]
      + ["undo remove route 198.51.100.0/24 via 192.0.2.1 dev eth1", "undo add route 198.51.100.0/24 via 192.0.2.1 dev eth0",
         "undo remove 192.0.2.10/24 from eth1", "undo add 192.0.2.10/24 to eth0"]),
@@ -131,3 +131,13 @@ def test_optimistic_phases_start_every_probe_first_and_join_them_last() -> None:
                       ("Announce", False, 2), ("DelNeighbours", False, 2), ("join-probe", False, 2),
                       ("DelAddress", True, 1), ("AddAddress", True, 1)]
     assert [o.ok for o in ph.outcomes if o is not None] == [False, True]
+
+
+def test_a_probe_that_cannot_run_fails_the_move_but_is_no_conflict() -> None:
+    _, outcome = drive(MOVE, "strict", {PROBE: "Too many open files (errno 24)"})
+    assert not outcome.ok and not outcome.conflict  # type: ignore[attr-defined]
+
+
+def test_a_failed_announcement_does_not_undo_a_complete_move() -> None:
+    cmds, outcome = drive(MOVE, "strict", {MOVE[3]: "Network is down (errno 100)"})
+    assert outcome.ok and not any(isinstance(c, Run) and c.undo for c in cmds)  # type: ignore[attr-defined]

@@ -43,8 +43,8 @@ from ipshift.kernel.netlinkops import dump, flush_neighbours, tolerate
 from ipshift.kernel.withdraw import ALREADY_DONE, ALREADY_GONE, Withdrawn
 from ipshift.model import IPAddress, IPInterface, IPNetwork
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours,
-    DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step,
+    AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, Conflict, DelAddress, DelLink,
+    DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step,
 )
 from ipshift.tasks import Tasks
 from ipshift.wire.arp import build_gratuitous_arp
@@ -198,12 +198,20 @@ class Executor:
             raise AssertionError("run_batch() takes steps of one kind")
         if self.kill_at == kind.__name__ and self.on_kill is not None:
             self.on_kill()
-        if kind in NETLINK_KINDS:
-            return await self._netlink(steps)
-        if kind is Announce:
-            return await self._announce([st for st in steps if isinstance(st, Announce)])
-        if kind is CheckConflict:
-            return await self._probe([st for st in steps if isinstance(st, CheckConflict)])
+        try:
+            if kind in NETLINK_KINDS:
+                return await self._netlink(steps)
+            if kind is Announce:
+                return await self._announce([st for st in steps if isinstance(st, Announce)])
+            if kind is CheckConflict:
+                return await self._probe([st for st in steps if isinstance(st, CheckConflict)])
+            return await self._one_by_one(steps)
+        except (OSError, LookupError) as exc:  # EMFILE, ENOBUFS, ENETDOWN...: these steps fail, not the daemon
+            reason = f"{exc.strerror or exc} (errno {exc.errno})" if isinstance(exc, OSError) else str(exc)
+            log.error("%s steps of kind %s failed: %s", len(steps), kind.__name__, reason)
+            return [reason] * len(steps)
+
+    async def _one_by_one(self, steps: Sequence[Step]) -> list[str]:
         seen: dict[Step, str] = {}
         for st in steps:  # devices, neighbour and cache flushes: few distinct ones, each once
             if st not in seen:
@@ -282,7 +290,7 @@ class Executor:
             except (OSError, LookupError) as exc:
                 errors[nic] = str(exc)
                 return
-            found.update({(nic, ip): why for ip, why in res.items()})
+            found.update({(nic, ip): Conflict(why) for ip, why in res.items()})
 
         await asyncio.gather(*(one(nic, items) for nic, items in by_nic.items()))
         return [errors.get(st.ifname) or found.get((st.ifname, st.ip), "") for st in steps]
