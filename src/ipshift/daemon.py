@@ -38,7 +38,8 @@ from ipshift import policy
 from ipshift.config import Config, reload_config
 from ipshift.control import Answer
 from ipshift.events import AddressEvent, KernelEvent, LinkEvent, LinkGone, Resync
-from ipshift.journal import DurableState, StateFile
+from ipshift.journal import DurableState, StateFile, route_to_doc
+from ipshift.kernel.withdraw import Withdrawn
 from ipshift.kernel.monitor import KernelMonitor
 from ipshift.kernel.sysctl import apply_sysctl_policy
 from ipshift.lock import StateLock
@@ -107,7 +108,8 @@ class Daemon:
         self.state.start()
         durable = self.state.read()
         self.history = History.open(self.config.state_dir)
-        executor = await Executor.open(kill_at=self.kill_at, on_kill=self._kill_self)
+        executor = await Executor.open(kill_at=self.kill_at, on_kill=self._kill_self,
+                                       withdrawn=Withdrawn.open(self.config.state_dir))
         self._attach(executor, PathVerifier(self.config.announce.interval, self.config.announce.verify_rounds))
         self._restore(durable)
         servers: Servers | None = None
@@ -150,7 +152,9 @@ class Daemon:
 
     def _restore(self, durable: DurableState) -> None:
         """What the previous run left in the state file, into the parts that own it."""
-        self.executor.withdrawn.routes.update({nic: list(r) for nic, r in durable.withdrawn.items()})
+        if durable.withdrawn:  # a state file of the first versions kept them there
+            self.executor.withdrawn.load({"routes": {nic: [route_to_doc(r) for r in rs]
+                                                     for nic, rs in durable.withdrawn.items()}})
         self.runner.arrived.update(durable.arrived())
         self._interrupted = durable.interrupted()
 
@@ -158,9 +162,7 @@ class Daemon:
         self._reload = True  # the converge task reloads before its next round
         self._dirty.set()
 
-    def _kill_self(self) -> None:
-        if self.state is not None:
-            self.state.flush()
+    def _kill_self(self) -> None:  # the test hook: no flush first, a real crash does none either
         os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ events
@@ -255,6 +257,7 @@ class Daemon:
             self._interrupted = set()
             await self.runner.run_steps(again, what="again, as the previous run stopped in the middle of its move")
         self.runner.findings.clear()
+        self.runner.restored.clear()
         self.nics.failback_done()
         await self._persist()
         await self.view.reread("after converge")
@@ -263,17 +266,18 @@ class Daemon:
     async def converge_once(self, *, only: str | None = None) -> list[Record]:
         """Plan and run what brings the kernel to the configured placement. Returns the records."""
         plans = converge(self.config, self.view.snapshot(), self.nics.usable(), unhealthy=self.nics.unhealthy(),
-                         bring_back=self.nics.bring_back(), conflicts=self.runner.findings)
+                         bring_back=self.nics.bring_back(), conflicts=self.runner.findings,
+                         saved=self.executor.withdrawn.routes,
+                         restore=self.executor.withdrawn.pending() - self.runner.restored)
         self.refusals.seen(plans, only)
         return [await self.runner.run(plan, self.nics.take_trigger(plan.failed, plan.kind)) for plan in plans
-                if plan.moves and (only is None or plan.failed == only)]
+                if (plan.moves or plan.postlude) and (only is None or plan.failed == only)]
 
     async def _persist(self) -> None:
         if self.state is None:
             return
-        self.state.write(await drive(durable_state(self.config, self.view.snapshot(), self.runner.arrived,
-                                                   self.executor.withdrawn.routes, self.nics.drained(), os.getpid(),
-                                                   time.time()), self.runner.idle))
+        self.state.write(await drive(durable_state(self.config, self.view.snapshot(), self.runner.arrived, {},
+                                                   self.nics.drained(), os.getpid(), time.time()), self.runner.idle))
 
     def reload(self) -> None:
         """Read the configuration file again (SIGHUP); an invalid one is refused, the old one stays."""

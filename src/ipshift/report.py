@@ -7,13 +7,16 @@ import ipaddress
 from typing import Any
 
 from ipshift.config import Config
-from ipshift.model import Snapshot
+from ipshift.journal import route_to_doc
+from ipshift.model import Route, Snapshot
 from ipshift.plan import Candidate, Plan
 from ipshift.policy import Warning
 from ipshift.steps import Step
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Route):
+        return route_to_doc(value)
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Interface,
                           ipaddress.IPv6Interface, ipaddress.IPv4Network, ipaddress.IPv6Network)):
         return str(value)

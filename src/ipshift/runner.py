@@ -39,9 +39,9 @@ from ipshift.nics import Trigger
 from ipshift.plan import Move, Plan
 from ipshift.policy import verify_targets
 from ipshift.records import History, MoveRecord, Record, Refused, StepRecord, VerifyResult
-from ipshift.steps import Announce, Step, op_of
+from ipshift.steps import Announce, RestoreRoutes, Step, op_of
 from ipshift.tasks import Tasks
-from ipshift.txn import FAILBACK_ORDER, FAILOVER_ORDER, Phase, Phases, Reply, Run
+from ipshift.txn import Phase, Phases, Reply, Run
 from ipshift.kernel.withdraw import Withdrawn
 from ipshift.view import KernelView, LinkListener
 
@@ -70,7 +70,8 @@ class Beginner(Protocol):
 
 class PlanRunner:
     """Runs plans (see the module docstring). Owns ``findings`` (this round's refusals by a
-    survivor, for the next round's planning) and ``arrived`` (where each address went, when)."""
+    survivor, for the next round's planning), ``restored`` (the NICs whose routes it tried to put
+    back this round) and ``arrived`` (where each address went, when)."""
 
     def __init__(self, executor: StepExecutor, view: KernelView, history: History, config: Config, *,
                  journal: Beginner | None = None, verifier: Verifier | None = None,
@@ -86,6 +87,7 @@ class PlanRunner:
         self.idle = asyncio.Event()
         self.idle.set()
         self.findings: dict[tuple[IPAddress, str], str] = {}
+        self.restored: set[str] = set()  # NICs whose withdrawn routes were tried this round
         self.arrived: dict[str, tuple[str, float]] = {}
         self._tasks = Tasks()
 
@@ -103,7 +105,7 @@ class PlanRunner:
             for step in plan.prelude:
                 rec.nic_steps.append(await self._lone(step, rec.t0))
             await self._phases(plan, rec)
-            if any(m.ok for m in rec.moves):
+            if any(m.ok for m in rec.moves) or not rec.moves:
                 for step in plan.postlude:
                     rec.nic_steps.append(await self._lone(step, rec.t0))
         finally:
@@ -115,8 +117,7 @@ class PlanRunner:
 
     async def _phases(self, plan: Plan, rec: Record) -> None:
         mode = self.config.conflict_check.mode
-        phases = Phases([m.steps for m in plan.moves], mode,
-                        FAILBACK_ORDER if plan.kind == "failback" else FAILOVER_ORDER)
+        phases = Phases([m.steps for m in plan.moves], mode)
         probe: asyncio.Task[list[str]] | None = None
         probe_start = 0.0
         while (phase := phases.next()) is not None:
@@ -182,6 +183,8 @@ class PlanRunner:
         return replies
 
     async def _lone(self, step: Step, t0: float) -> StepRecord:
+        if isinstance(step, RestoreRoutes):
+            self.restored.add(step.ifname)
         start = self._clock()
         (err,) = await self.executor.run_batch([step])
         end = self._clock()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from ipshift.model import IPAddress, IPInterface, IPNetwork
+from ipshift.model import IPAddress, IPInterface, IPNetwork, Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +42,39 @@ class DemoteRoutes:
 
 
 @dataclass(frozen=True, slots=True)
+class SaveRoutes:
+    """Keep (durably) every route through ``ifname`` before its addresses go: the kernel itself
+    deletes a NIC's IPv4 routes when its last IPv4 address is removed."""
+
+    ifname: str
+
+    def describe(self) -> str:
+        return f"keep the routes through {self.ifname}"
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRoutes:
+    """Reinstall ``routes`` (as the kernel had them on ``source``: protocol, metric, preferred
+    source) on ``target``, and take them off ``source``."""
+
+    source: str
+    target: str
+    routes: tuple[Route, ...]
+
+    def describe(self) -> str:
+        def one(r: Route) -> str:
+            via = f" via {r.gateway}" if r.gateway is not None else ""
+            return f"{r.dst}{via} proto {r.proto}"
+
+        shown = ", ".join(one(r) for r in self.routes[:3]) + (f" and {len(self.routes) - 3} more"
+                                                               if len(self.routes) > 3 else "")
+        return f"move routes {shown} from {self.source} to {self.target}"
+
+
+@dataclass(frozen=True, slots=True)
 class RestoreRoutes:
-    """Undo :class:`DemoteRoutes` once the NIC is healthy again."""
+    """Undo :class:`SaveRoutes`, :class:`MoveRoutes` and :class:`DemoteRoutes` once the NIC is
+    healthy again: its routes back as they were, the copies moved elsewhere gone."""
 
     ifname: str
 
@@ -172,7 +203,7 @@ class Announce:
 
 
 Step = (
-    CheckConflict | DemoteRoutes | RestoreRoutes | DelAddress | DelRoute | DelNeighbours
+    CheckConflict | SaveRoutes | MoveRoutes | DemoteRoutes | RestoreRoutes | DelAddress | DelRoute | DelNeighbours
     | AddMacvlan | AddVlan | DelLink | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
 )
 
@@ -182,7 +213,7 @@ class Conflict(str):
 
 
 StepOp = Literal[
-    "CheckConflict", "DemoteRoutes", "RestoreRoutes", "DelAddress", "DelRoute", "DelNeighbours", "AddMacvlan",
+    "CheckConflict", "SaveRoutes", "MoveRoutes", "DemoteRoutes", "RestoreRoutes", "DelAddress", "DelRoute", "DelNeighbours", "AddMacvlan",
     "AddVlan", "DelLink", "AddAddress", "AddRoute", "FlushNeighbours", "FlushRouteCache", "Announce",
 ]
 STEP_OPS: frozenset[str] = frozenset(get_args(StepOp))

@@ -37,7 +37,8 @@ from typing import Literal
 
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, Conflict, DelAddress, DelLink,
-    DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step, inverse,
+    DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, MoveRoutes, RestoreRoutes, SaveRoutes,
+    Step, inverse,
 )
 
 ConflictMode = Literal["strict", "optimistic"]
@@ -121,14 +122,11 @@ def transaction(steps: Sequence[Step], mode: ConflictMode) -> Generator[Command,
     return failure
 
 
-# The order of step kinds within one move; a phase runs the earliest kind any move waits on.
-FAILOVER_ORDER: tuple[type, ...] = (
-    CheckConflict, DelAddress, AddVlan, AddMacvlan, AddAddress, Announce, DelRoute, DelNeighbours, AddRoute,
-    FlushNeighbours, FlushRouteCache, DelLink, DemoteRoutes, RestoreRoutes,
-)
-FAILBACK_ORDER: tuple[type, ...] = (
-    CheckConflict, AddVlan, AddMacvlan, AddAddress, Announce, DelAddress, DelRoute, AddRoute, DelNeighbours,
-    FlushNeighbours, FlushRouteCache, DelLink, DemoteRoutes, RestoreRoutes,
+# The order of step kinds within any move (failover, failback, settling): a phase runs the earliest
+# kind any move waits on. Make before break: an address is added and announced before it leaves.
+ORDER: tuple[type, ...] = (
+    CheckConflict, AddVlan, AddMacvlan, AddAddress, Announce, SaveRoutes, DelAddress, DelRoute, AddRoute,
+    DelNeighbours, FlushNeighbours, FlushRouteCache, MoveRoutes, DelLink, DemoteRoutes, RestoreRoutes,
 )
 
 
@@ -152,7 +150,7 @@ class Phase:
 class Phases:
     """Runs transactions in lockstep, phase by phase (pure; see the module docstring)."""
 
-    def __init__(self, moves: Sequence[Sequence[Step]], mode: ConflictMode, order: Sequence[type]) -> None:
+    def __init__(self, moves: Sequence[Sequence[Step]], mode: ConflictMode, order: Sequence[type] = ORDER) -> None:
         self._rank = {kind: i for i, kind in enumerate(order)}
         self._gens = [transaction(steps, mode) for steps in moves]
         self._pending: dict[int, Command] = {}

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ipshift.model import Address, IPAddress, IPInterface, Link, Route, Snapshot
-from ipshift.steps import AddAddress, AddRoute, DelAddress, DelRoute, Step
+from ipshift.steps import AddAddress, AddRoute, DelAddress, DelRoute, MoveRoutes, Step
 
 log = logging.getLogger("ipshift.view")
 
@@ -195,6 +195,10 @@ class KernelView:
                     changes.append((True, Route(dst=dst, ifname=ifname, gateway=via, metric=metric)))
                 case DelRoute(dst=dst, ifname=ifname, via=via):
                     changes.append((False, Route(dst=dst, ifname=ifname, gateway=via)))
+                case MoveRoutes(source=source, target=target, routes=routes):
+                    for r in routes:
+                        changes.append((False, replace(r, ifname=source)))
+                        changes.append((True, replace(r, ifname=target)))
                 case _:
                     pass
         if changes:

@@ -65,8 +65,11 @@ def test_same_subnet_moves_other_subnet_refused(gw_lab: Lab, tmp_path: Path) -> 
     a = entry(report, "eth0", "192.0.2.10/24")
     assert a["survivor"] == "eth1" and a["device"] == "eth1"
     ops = [s["op"] for s in a["steps"]]
-    assert ops == ["CheckConflict", "DelAddress", "AddAddress", "Announce", "DelNeighbours", "AddRoute",
+    assert ops == ["CheckConflict", "AddAddress", "Announce", "SaveRoutes", "DelAddress", "DelNeighbours",
                    "FlushNeighbours", "FlushRouteCache"]
+    (n,) = [n for n in report["nics"] if n["nic"] == "eth0"]
+    assert [s["op"] for s in n["postlude"]] == ["MoveRoutes", "DemoteRoutes"]  # the route goes with the plan
+    assert n["postlude"][0]["routes"][0]["dst"] == "203.0.113.0/24"
     # configured but not yet placed anywhere: planned onto the survivor too, without a delete
     b = entry(report, "eth0", "192.0.2.20/24")
     assert b["survivor"] == "eth1" and "DelAddress" not in [s["op"] for s in b["steps"]]

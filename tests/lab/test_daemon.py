@@ -76,7 +76,7 @@ def test_carrier_loss_moves_announces_and_client_follows(
     (move,) = rec["moves"]
     assert move["ok"] and move["device"] == "eth1"
     ops = [s["op"] for s in move["steps"]]
-    assert ops[:4] == ["CheckConflict", "DelAddress", "AddAddress", "Announce"]
+    assert ops[:5] == ["CheckConflict", "AddAddress", "Announce", "SaveRoutes", "DelAddress"]
     assert all(s["ms"] >= 0 for s in move["steps"])
 
     # the static route through eth0 now goes through eth1

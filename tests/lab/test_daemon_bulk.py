@@ -61,8 +61,9 @@ def test_a_hundred_addresses_and_their_routes_move_in_batches(
     ok = [m for m in rec["moves"] if m["ok"]]
     assert all({"CheckConflict", "DelAddress", "AddAddress", "Announce"} <= {s["op"] for s in m["steps"]}
                for m in ok)
-    for op in ("CheckConflict", "DelAddress", "AddAddress", "Announce", "DelRoute", "AddRoute"):
+    for op in ("CheckConflict", "AddAddress", "Announce", "SaveRoutes", "DelAddress"):
         batches = {(s["at_ms"], s["ms"]) for m in rec["moves"] for s in m["steps"] if s["op"] == op and not s["undo"]}
         assert len(batches) == 1, (op, batches)
-    assert [s["op"] for s in rec["nic_steps"]] == ["DemoteRoutes"]
+    # the routes move with the plan, in one step, after the addresses
+    assert [s["op"] for s in rec["nic_steps"]] == ["MoveRoutes", "DemoteRoutes"]
     assert lab.run(lab.client, "ping", "-c", "1", "-W", "1", "203.0.113.50", check=False).returncode == 0

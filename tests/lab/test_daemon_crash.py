@@ -4,7 +4,9 @@ The daemon's test hook ``IPSHIFT_TEST_KILL_AT=<StepClassName>`` makes it SIGKILL
 itself right before it runs the first step of that class. After each kill a
 daemon without the hook starts on the same state directory, and the kernel
 must converge: every configured address exactly once, on a healthy NIC, and
-the configured route exactly once, through a healthy NIC.
+the configured route and a DHCP default route exactly once, through a healthy NIC.
+The hook does not flush the journal before the kill: what survives it is what ipshift
+made durable itself.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ A10 = "192.0.2.10/24"
 A11 = "192.0.2.11/24"
 CONFIGURED = (A10, A11)
 
-FAILOVER_STEPS = ["CheckConflict", "DelAddress", "AddAddress", "Announce", "DelRoute", "DelNeighbours",
-                  "AddRoute", "FlushNeighbours", "FlushRouteCache", "DemoteRoutes"]
+FAILOVER_STEPS = ["CheckConflict", "AddAddress", "Announce", "SaveRoutes", "DelAddress", "DelNeighbours",
+                  "FlushNeighbours", "FlushRouteCache", "MoveRoutes", "DemoteRoutes"]
 FAILBACK_STEPS = ["RestoreRoutes", "AddAddress", "Announce", "DelAddress", "DelRoute", "AddRoute",
                   "FlushNeighbours", "FlushRouteCache"]
 
@@ -36,7 +38,15 @@ def _lab(make_lab: Callable[..., Lab]) -> Lab:
     # the configured route is there before the daemon starts, so the daemon's start-up
     # (which installs missing routes with an AddRoute step) does not trip the kill hook
     lab.run(lab.gateway, "ip", "route", "add", ROUTE_DST, "via", ROUTE_VIA, "dev", "eth0")
+    # and a route ipshift only finds in the kernel: the kernel deletes it itself with eth0's last
+    # IPv4 address, so it survives a kill only if ipshift kept it durably before that
+    lab.run(lab.gateway, "ip", "route", "add", "default", "via", ROUTE_VIA, "dev", "eth0", "proto", "dhcp")
     return lab
+
+
+def _default_route(lab: Lab) -> list[tuple[str, str]]:
+    out = lab.run(lab.gateway, "ip", "-j", "route", "show", "default").stdout
+    return [(r["dev"], r.get("protocol", "")) for r in (json.loads(out) if out.strip() else [])]
 
 
 def _wait_killed(d: DaemonHandle, step: str) -> None:
@@ -66,7 +76,7 @@ def _converged(lab: Lab, placement: dict[str, str], route_dev: str) -> Callable[
         got = kernel_addresses(lab)
         return (all(got.count((dev, addr)) == 1 and sum(a == addr for _, a in got) == 1
                     for addr, dev in placement.items())
-                and route_devices(lab) == [route_dev])
+                and route_devices(lab) == [route_dev] and _default_route(lab) == [(route_dev, "dhcp")])
     return check
 
 

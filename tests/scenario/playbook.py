@@ -25,7 +25,8 @@ from ipshift.events import AddressEvent, LinkEvent, LinkGone
 from ipshift.kernel.withdraw import Withdrawn
 from ipshift.model import Address, IPAddress, KernelFeatures, Link, Route, Snapshot
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddRoute, CheckConflict, Conflict, DelAddress, DelLink, DelRoute, Step,
+    AddAddress, AddMacvlan, AddRoute, CheckConflict, Conflict, DelAddress, DelLink, DelRoute, DemoteRoutes,
+    MoveRoutes, RestoreRoutes, SaveRoutes, Step,
 )
 
 MAC = {f"eth{i}": f"02:00:00:00:00:1{i}" for i in range(10)}
@@ -76,6 +77,24 @@ class FakeKernel:
                 self.routes.append(Route(dst=dst, ifname=ifname, gateway=via, metric=metric))
             case DelRoute(dst=dst, ifname=ifname, via=via):
                 self.routes = [r for r in self.routes if (r.dst, r.ifname, r.gateway) != (dst, ifname, via)]
+            case MoveRoutes(source=source, target=target, routes=routes):
+                for r in routes:
+                    self.routes = [k for k in self.routes if (k.dst, k.ifname, k.gateway) != (r.dst, source, r.gateway)]
+                    self.routes.append(replace(r, ifname=target))
+                    self.withdrawn.moved.setdefault(source, []).append(replace(r, ifname=target))
+            case SaveRoutes(ifname=ifname):
+                self.withdrawn.routes.setdefault(ifname, []).extend(
+                    r for r in self.routes if r.ifname == ifname and r not in self.withdrawn.routes.get(ifname, []))
+            case DemoteRoutes(ifname=ifname):
+                self.withdrawn.routes.setdefault(ifname, []).extend(
+                    r for r in self.routes if r.ifname == ifname and r not in self.withdrawn.routes[ifname])
+                self.routes = [r for r in self.routes if r.ifname != ifname]
+            case RestoreRoutes(ifname=ifname):
+                for c in self.withdrawn.moved.pop(ifname, []):
+                    self.routes = [k for k in self.routes if (k.dst, k.ifname, k.gateway) != (c.dst, c.ifname, c.gateway)]
+                for r in self.withdrawn.routes.pop(ifname, []):
+                    if r not in self.routes:
+                        self.routes.append(r)
             case AddMacvlan(parent=parent, name=name, mac=mac):
                 index = max(l.index for l in self.links.values()) + 1
                 self.links[name] = Link(name, index, mac, True, True, "UP", "macvlan",

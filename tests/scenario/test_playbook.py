@@ -42,9 +42,10 @@ def test_carrier_loss_runs_the_move_in_order() -> None:
         (rec,) = await pb.converge()
         assert pb.kernel.ran == [
             PROBE_ETH1,
-            "remove 192.0.2.10/24 from eth0",
             "add 192.0.2.10/24 to eth1",
             "gratuitous ARP for 192.0.2.10 from eth1, 1x every 10 ms",
+            "keep the routes through eth0",
+            "remove 192.0.2.10/24 from eth0",
             "remove neighbour entries of 192.0.2.0/24 on eth0",
             "flush neighbour entries of 192.0.2.0/24",
             "flush the IPv4 route cache",
@@ -53,8 +54,8 @@ def test_carrier_loss_runs_the_move_in_order() -> None:
         assert rec["kind"] == "failover" and rec["trigger"] == "carrier lost" and rec["trigger_kind"] == "link"
         (move,) = rec["moves"]
         assert move["ok"] and [s["op"] for s in move["steps"]] == [
-            "CheckConflict", "DelAddress", "AddAddress", "Announce", "DelNeighbours", "FlushNeighbours",
-            "FlushRouteCache"]
+            "CheckConflict", "AddAddress", "Announce", "SaveRoutes", "DelAddress", "DelNeighbours",
+            "FlushNeighbours", "FlushRouteCache"]
         assert move["first_announce_ms"] is not None
         assert [s["op"] for s in rec["nic_steps"]] == ["DemoteRoutes"]
         assert pb.where()["192.0.2.10"] == ["eth1"]
@@ -79,7 +80,7 @@ def test_conflict_on_first_candidate_tries_the_next() -> None:
     run(scenario())
 
 
-def test_failed_add_is_undone_and_the_next_survivor_is_used() -> None:
+def test_a_failed_add_leaves_the_address_where_it_was_and_the_next_survivor_is_used() -> None:
     async def scenario() -> None:
         pb = Playbook(CFG, THREE, HOMES)
         pb.kernel.fail["add 192.0.2.10/24 to eth1"] = "kernel refused: No buffer space available (errno 105)"
@@ -87,9 +88,9 @@ def test_failed_add_is_undone_and_the_next_survivor_is_used() -> None:
         (rec1,) = await pb.converge()
         m = rec1["moves"][0]
         assert not m["ok"] and m["error"].startswith("add 192.0.2.10/24 to eth1: kernel refused")
-        undo = [s for s in m["steps"] if s["undo"]]
-        assert [(s["op"], s["text"]) for s in undo] == [("AddAddress", "add 192.0.2.10/24 to eth0")]
-        assert pb.where()["192.0.2.10"] == ["eth0"]  # back where it was: never lost
+        # make before break: the address had not left eth0, so there is nothing to undo
+        assert not any(s["undo"] for s in m["steps"]) and "remove 192.0.2.10/24 from eth0" not in pb.kernel.ran
+        assert pb.where()["192.0.2.10"] == ["eth0"]  # never lost
         (rec2,) = await pb.converge()
         assert rec2["moves"][0]["ok"] and pb.where()["192.0.2.10"] == ["eth2"]
 
@@ -109,11 +110,9 @@ def test_undo_runs_newest_first() -> None:
         await pb.carrier("eth0", False)
         (rec,) = await pb.converge()
         undo = [s["text"] for s in rec["moves"][0]["steps"] if s["undo"]]
-        assert undo == ["remove route 198.51.100.0/24 via 192.0.2.1 dev eth1",
-                        "add route 198.51.100.0/24 via 192.0.2.1 dev eth0",
-                        "remove 192.0.2.10/24 from eth1",
-                        "add 192.0.2.10/24 to eth0"]
+        assert undo == ["add 192.0.2.10/24 to eth0", "remove 192.0.2.10/24 from eth1"]
         assert pb.where()["192.0.2.10"] == ["eth0"]
+        # no move stood, so the plan's routes stayed where they were
         assert [(r.ifname, str(r.dst)) for r in pb.kernel.routes] == [("eth0", "198.51.100.0/24")]
 
     run(scenario())
@@ -190,12 +189,12 @@ def test_a_bulk_plan_runs_each_kind_of_step_in_one_batch_and_records_every_move(
         (rec,) = await pb.converge()
         assert len(rec["moves"]) == 40 and all(m["ok"] for m in rec["moves"])
         # one batch per kind (the neighbour and cache flushes are the same step 40 times: run once)
-        assert pb.kernel.batches == [("DelAddress", 40), ("AddAddress", 40), ("Announce", 40),
+        assert pb.kernel.batches == [("AddAddress", 40), ("Announce", 40), ("SaveRoutes", 40), ("DelAddress", 40),
                                      ("DelNeighbours", 40), ("FlushNeighbours", 40), ("FlushRouteCache", 40),
                                      ("DemoteRoutes", 1)]
         for m in rec["moves"]:  # every move has its own steps, as a single move would
-            assert [s["op"] for s in m["steps"]] == ["DelAddress", "AddAddress", "Announce", "DelNeighbours",
-                                                     "FlushNeighbours", "FlushRouteCache"]
+            assert [s["op"] for s in m["steps"]] == ["AddAddress", "Announce", "SaveRoutes", "DelAddress",
+                                                     "DelNeighbours", "FlushNeighbours", "FlushRouteCache"]
             assert m["first_announce_ms"] is not None
         assert all(pb.where()[f"198.18.0.{i + 10}"] == ["eth1"] for i in range(40))
 
@@ -231,9 +230,9 @@ def test_a_bulk_plan_in_optimistic_mode_undoes_only_the_address_that_was_answere
         assert [m["address"] for m in bad] == ["198.18.0.20/16"] and bad[0]["conflict"]
         # moved and announced first, then judged, then undone
         assert [(s["op"], s["undo"]) for s in bad[0]["steps"]] == [
-            ("DelAddress", False), ("AddAddress", False), ("Announce", False), ("DelNeighbours", False),
-            ("FlushNeighbours", False), ("FlushRouteCache", False), ("CheckConflict", False),
-            ("DelAddress", True), ("AddAddress", True)]
+            ("AddAddress", False), ("Announce", False), ("SaveRoutes", False), ("DelAddress", False),
+            ("DelNeighbours", False), ("FlushNeighbours", False), ("FlushRouteCache", False),
+            ("CheckConflict", False), ("AddAddress", True), ("DelAddress", True)]
         assert pb.where()["198.18.0.20"] == ["eth0"] and pb.where()["198.18.0.21"] == ["eth1"]
 
     run(scenario())

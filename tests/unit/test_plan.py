@@ -17,7 +17,7 @@ from ipshift.plan import CHECK_CODES, addresses_on, converge, plan_failback, pla
 from ipshift.policy import sysctl_warnings
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours, DelRoute,
-    DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes,
+    DemoteRoutes, FlushNeighbours, FlushRouteCache, MoveRoutes, RestoreRoutes, SaveRoutes,
 )
 
 MACS = {"eth0": "02:00:00:00:00:01", "eth1": "02:00:00:00:00:02", "eth2": "02:00:00:00:00:03"}
@@ -63,18 +63,18 @@ def test_same_subnet_moves_with_ordered_steps() -> None:
     assert (move.survivor, move.target) == ("eth1", "eth1")
     iface = ipaddress.ip_interface("192.0.2.10/24")
     net = iface.network
-    assert move.steps == (
+    assert move.steps == (  # make before break: announced before it leaves; the routes kept first
         CheckConflict("eth1", iface.ip, 0.2),
-        DelAddress("eth0", iface),
         AddAddress("eth1", iface),
         Announce("eth1", iface.ip, 3, 0.2),
-        DelRoute(ipaddress.ip_network("198.51.100.0/24"), "eth0", ipaddress.ip_address("192.0.2.1")),
+        SaveRoutes("eth0"),
+        DelAddress("eth0", iface),
         DelNeighbours("eth0", net),
-        AddRoute(ipaddress.ip_network("198.51.100.0/24"), "eth1", ipaddress.ip_address("192.0.2.1")),
         FlushNeighbours(net),
         FlushRouteCache(4),
     )
-    assert plan.postlude == (DemoteRoutes("eth0"),)
+    # the route goes with the plan, to where the first address of its gateway's subnet goes
+    assert plan.postlude == (MoveRoutes("eth0", "eth1", (STATIC,)), DemoteRoutes("eth0"))
 
 
 @pytest.mark.parametrize(
@@ -318,7 +318,7 @@ def test_failback_is_make_before_break_and_cleans_the_macvlan() -> None:
     assert plan_failback(cfg(data), s, "eth0", bring_back=False).moves == ()
     plan = plan_failback(cfg(data), s, "eth0", bring_back=True)
     (move,) = plan.moves
-    assert plan.kind == "failback" and plan.prelude == (RestoreRoutes("eth0"),)
+    assert plan.kind == "failback" and plan.prelude == (RestoreRoutes("eth0"),)  # and again after the moves
     assert move.steps == (
         AddAddress("eth0", iface),
         Announce("eth0", iface.ip, 3, 0.2),
@@ -328,7 +328,7 @@ def test_failback_is_make_before_break_and_cleans_the_macvlan() -> None:
         FlushNeighbours(iface.network),
         FlushRouteCache(4),
     )
-    assert plan.postlude == (DelLink("ipsmv2"),)
+    assert plan.postlude == (DelLink("ipsmv2"), RestoreRoutes("eth0"))
 
 
 def test_converge_places_missing_addresses_and_removes_duplicates() -> None:

@@ -11,7 +11,7 @@ from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, Conflict, DelAddress, DelNeighbours, DelRoute,
     FlushRouteCache, Step,
 )
-from ipshift.txn import FAILOVER_ORDER, JoinProbe, Phases, Run, StartProbe, transaction
+from ipshift.txn import JoinProbe, Phases, Run, StartProbe, transaction
 
 IP = ipaddress.ip_interface("192.0.2.10/24")
 NET = ipaddress.ip_network("198.51.100.0/24")
@@ -85,7 +85,7 @@ def test_consecutive_steps_of_one_kind_are_one_command() -> None:
 
 def phases_of(moves: Sequence[Sequence[Step]], mode: str = "strict",
               fail: dict[Step, str] | None = None) -> tuple[list[tuple[str, bool, int]], Phases]:
-    ph = Phases(moves, mode, FAILOVER_ORDER)  # type: ignore[arg-type]
+    ph = Phases(moves, mode)  # type: ignore[arg-type]
     out = []
     while (p := ph.next()) is not None:
         out.append((p.kind, p.undo, len(p.members)))

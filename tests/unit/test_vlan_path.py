@@ -19,7 +19,7 @@ from ipshift.config import parse_config
 from ipshift.kernel.apply import Executor, StepFailed
 from ipshift.model import Address, KernelFeatures, Link, Snapshot
 from ipshift.plan import plan_failback, plan_failover
-from ipshift.steps import AddAddress, AddVlan, Announce, DelAddress, DelLink
+from ipshift.steps import AddAddress, AddVlan, Announce, DelAddress, DelLink, RestoreRoutes, SaveRoutes
 
 
 class FakeIPR:
@@ -87,8 +87,9 @@ def test_vlan_address_moves_to_a_vlan_device_made_on_the_survivor_and_it_goes_ho
     assert plan.complete
     (move,) = [m for m in plan.moves if m.interface == V100]
     assert move.survivor == "eth1" and move.target == "eth1.100"
-    assert move.steps[1:5] == (DelAddress("eth0.100", V100), AddVlan("eth1", "eth1.100", 100),
-                               AddAddress("eth1.100", V100), Announce("eth1.100", V100.ip, 3, 0.2))
+    assert move.steps[1:6] == (AddVlan("eth1", "eth1.100", 100), AddAddress("eth1.100", V100),
+                               Announce("eth1.100", V100.ip, 3, 0.2), SaveRoutes("eth0"),
+                               DelAddress("eth0.100", V100))
     # later, eth0 is back and the address is on eth1.100: failback removes the device ipshift made
     eth0_up = Link("eth0", 2, "02:00:00:00:00:10", True, True, "UP", "veth")
     vl0_up = Link("eth0.100", 4, "02:00:00:00:00:10", True, True, "UP", "vlan", parent=2, vlan_id=100)
@@ -100,7 +101,7 @@ def test_vlan_address_moves_to_a_vlan_device_made_on_the_survivor_and_it_goes_ho
     back = plan_failback(cfg, after, "eth0")
     (home,) = back.moves
     assert home.target == "eth0.100" and DelAddress("eth1.100", V100) in home.steps
-    assert back.postlude == (DelLink("eth1.100"),)
+    assert back.postlude == (DelLink("eth1.100"), RestoreRoutes("eth0"))
 
 
 def test_vlan_not_permitted_or_no_8021q_is_refused_with_the_reason() -> None:

@@ -44,7 +44,8 @@ from ipshift.kernel.withdraw import ALREADY_DONE, ALREADY_GONE, Withdrawn
 from ipshift.model import IPAddress, IPInterface, IPNetwork
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, Conflict, DelAddress, DelLink,
-    DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, RestoreRoutes, Step,
+    DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, MoveRoutes, RestoreRoutes, SaveRoutes,
+    Step,
 )
 from ipshift.tasks import Tasks
 from ipshift.wire.arp import build_gratuitous_arp
@@ -86,12 +87,13 @@ class Executor:
     """Runs steps against the kernel of the namespace the process is in."""
 
     def __init__(self, ipr: AsyncIPRoute, *, proc_sys: str = "/proc/sys", kill_at: str | None = None,
-                 on_kill: Callable[[], None] | None = None, batch: Batch | None = None) -> None:
+                 on_kill: Callable[[], None] | None = None, batch: Batch | None = None,
+                 withdrawn: Withdrawn | None = None) -> None:
         self.ipr = ipr
         self.proc_sys = proc_sys
         self.kill_at = kill_at  # test hook: SIGKILL ourselves right before a step of this kind
         self.on_kill = on_kill
-        self.withdrawn = Withdrawn()
+        self.withdrawn = withdrawn or Withdrawn()
         self._batch = batch
         self._sockets: dict[str, FrameSocket] = {}
         self._tasks = Tasks()
@@ -353,6 +355,21 @@ class Executor:
                     return
                 await tolerate(ALREADY_GONE, self.ipr.link("del", index=idx))
                 self.forget_link(name)
+            case SaveRoutes(ifname=ifname):
+                try:
+                    idx = await self._ifindex(ifname)
+                except LookupError:
+                    return  # gone, and its routes with it: what the ledger knows is all there is
+                self.withdrawn.save(ifname, idx)
+            case MoveRoutes(source=source, target=target, routes=routes):
+                try:
+                    sidx: int | None = await self._ifindex(source)
+                except LookupError:
+                    sidx = None
+                errors = [e for e in await self.withdrawn.move(self.ipr, source, sidx, target,
+                                                               await self._ifindex(target), routes) if e]
+                if errors:
+                    raise StepFailed(step, "; ".join(errors))
             case DemoteRoutes(ifname=ifname):
                 try:
                     idx = await self._ifindex(ifname)
@@ -364,7 +381,7 @@ class Executor:
                     ridx: int | None = await self._ifindex(ifname, fresh=True)
                 except LookupError:
                     ridx = None
-                await self.withdrawn.restore(self.ipr, ifname, ridx)
+                await self.withdrawn.restore(self.ipr, ifname, ridx, self._index.get)
             case _:
                 raise AssertionError(f"the executor does not know the step {step!r}")
 

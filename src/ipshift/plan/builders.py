@@ -4,21 +4,23 @@ Theory of operation
 -------------------
 Three builders, one per kind of move:
 
-* :func:`failover_steps` -- from the failed NIC to a survivor. Break before
-  make: the address leaves the failed NIC, arrives on the survivor (or its
-  macvlan/VLAN device) and is announced at once -- the step the client is
-  waiting for; the failed NIC's neighbours, the reinstalled routes and the
-  flushes follow it. A route is removed from the failed NIC before it is added
-  on the survivor (the kernel refuses a second route with the same destination
-  and metric).
+* :func:`failover_steps` -- from the failed NIC to a survivor. Make before
+  break: the address arrives on the survivor (or its macvlan/VLAN device) and
+  is announced at once -- the step the client is waiting for; then the failed
+  NIC's routes are kept (``SaveRoutes``) and the address leaves it (with the
+  prefix the kernel has, which a reload may have changed), and its neighbours
+  and the caches are flushed. :func:`route_moves` gives the plan's routes:
+  every route of the failed NIC whose gateway is on a subnet that moves goes
+  with it, whatever its protocol, as one plan-level step per survivor.
 * :func:`return_steps` -- home again (failback, or first placement when the
   address is nowhere). Make before break: added and announced at home before
   it is removed from where it was, so clients see no gap.
 * :func:`settle_steps` -- the address is home already: finish what an
   interrupted failback left (copies elsewhere, routes on another device).
 
-Routes go with the first address of their gateway's subnet that moves, not
-with every one: one :class:`RouteLedger` per plan hands each route out once.
+A failback's configured routes go home with the first address of their
+gateway's subnet, not with every one: one :class:`RouteLedger` per plan hands
+each route out once.
 Device names are stable across restarts: a VLAN device is the survivor's
 existing VLAN-N child whatever its name, else ``NIC.N`` (or a name derived
 with CRC-32 when that is too long); a moved MAC lives on ``ipsmvINDEX``.
@@ -27,14 +29,14 @@ with CRC-32 when that is too long); a moved MAC lives on ``ipsmvINDEX``.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ipshift.config import AddressConfig, Config
-from ipshift.model import IPAddress, IPNetwork, Link, Snapshot
+from ipshift.model import IPAddress, IPNetwork, Link, Route, Snapshot
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelNeighbours, DelRoute,
-    FlushNeighbours, FlushRouteCache, Step,
+    FlushNeighbours, FlushRouteCache, MoveRoutes, SaveRoutes, Step,
 )
 
 
@@ -94,37 +96,13 @@ def home_device(snapshot: Snapshot, nic: str, addr: AddressConfig) -> str:
 # --------------------------------------------------------------------------- failover
 
 
-def _routes_through(config: Config, snapshot: Snapshot, home: str, source: str,
-                    addr: AddressConfig) -> list[RouteSpec]:
-    """Static routes that go through ``addr``'s subnet: configured on its home, or in the kernel."""
-    net = addr.address.network
-    routes: list[RouteSpec] = []
-    seen: set[tuple[IPNetwork, IPAddress | None]] = set()
-    home_cfg = config.interfaces.get(home)
-    if home_cfg is not None:
-        for r in home_cfg.routes:
-            if r.via is not None and r.via in net:
-                routes.append(RouteSpec(r.to, r.via, r.metric))
-                seen.add((r.to, r.via))
-    for kr in snapshot.routes:
-        if (kr.ifname == source and kr.gateway is not None and kr.gateway in net
-                and kr.proto in ("static", "boot") and kr.table == 254 and (kr.dst, kr.gateway) not in seen):
-            routes.append(RouteSpec(kr.dst, kr.gateway, kr.metric))
-            seen.add((kr.dst, kr.gateway))
-    return routes
-
-
-def failover_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressConfig, source: str,
-                   survivor: str, target: str, failed_link: Link | None, ledger: RouteLedger) -> tuple[Step, ...]:
+def failover_steps(config: Config, snapshot: Snapshot, addr: AddressConfig, source: str, survivor: str,
+                   target: str, failed_link: Link | None) -> tuple[Step, ...]:
     """The ordered steps of one address's failover transaction (see the module docstring)."""
     iface = addr.address
     steps: list[Step] = []
     if config.conflict_check.enabled:
         steps.append(CheckConflict(survivor, iface.ip, config.conflict_check.timeout))
-    found = snapshot.where_is(iface.ip)
-    holding = found[0].ifname if found else None
-    if holding is not None:
-        steps.append(DelAddress(holding, iface))
     moved_mac = failed_link.mac if addr.mac == "move" and failed_link is not None else None
     if addr.vlan is not None:
         if snapshot.link(target) is None:
@@ -133,16 +111,58 @@ def failover_steps(config: Config, snapshot: Snapshot, home: str, addr: AddressC
         steps.append(AddMacvlan(survivor, target, moved_mac))
     steps.append(AddAddress(target, iface, nodad=iface.version == 6))
     steps.append(Announce(target, iface.ip, config.announce.count, config.announce.interval))
-    routes = ledger.claim(iface.network, home, source,
-                          lambda: _routes_through(config, snapshot, home, source, addr))
-    for r in routes:
-        if snapshot.has_route(r.dst, holding or source, r.via):
-            steps.append(DelRoute(r.dst, holding or source, r.via, r.metric))
+    found = snapshot.where_is(iface.ip)
+    if found:
+        # the NIC's routes are kept before its addresses go: with its last IPv4 address, the kernel
+        # deletes every IPv4 route through it; the delete names the prefix the kernel has
+        steps.append(SaveRoutes(source))
+        steps.extend(DelAddress(a.ifname, a.interface) for a in found if a.ifname != target)
     steps.append(DelNeighbours(source, iface.network))
-    steps.extend(AddRoute(r.dst, target, r.via, r.metric) for r in routes)
     steps.append(FlushNeighbours(iface.network))
     steps.append(FlushRouteCache(iface.version))
     return tuple(steps)
+
+
+def route_moves(config: Config, snapshot: Snapshot, failed: str, moved: Sequence[tuple[AddressConfig, str]],
+                saved: Sequence[Route] = ()) -> tuple[MoveRoutes, ...]:
+    """The routes of ``failed`` that go with its moved addresses (``moved``: (address, the device it
+    goes to), in plan order): every route whose gateway is on a moved subnet, whatever its protocol
+    (static, boot, dhcp, ra, routing daemons), and the IPv6 routes via a link-local gateway (router
+    advertisements), each to the device the first address of that subnet (or family) goes to --
+    whatever happens to that one address: the device is on the subnet. Configured routes of the
+    failed NIC that the kernel does not hold go too, as static routes, and so do the routes the
+    ledger ``saved`` of it (a run that stopped between the address and its routes); a route already
+    on its device is left alone."""
+    by_net: dict[IPNetwork, str] = {}
+    v6_first: str | None = None
+    for addr, device in moved:
+        by_net.setdefault(addr.address.network, device)
+        if addr.address.version == 6 and v6_first is None:
+            v6_first = device
+    by_target: dict[str, list[Route]] = {}
+    seen: set[tuple[object, ...]] = set()
+
+    def goes_to(gateway: IPAddress | None) -> str | None:
+        if gateway is None:
+            return None
+        if gateway.version == 6 and gateway.is_link_local:
+            return v6_first
+        return next((device for net, device in by_net.items() if gateway in net), None)
+
+    for kr in (*[r for r in snapshot.routes if r.ifname == failed], *saved):
+        if kr.table != 254 or kr.proto == "kernel" or kr.type != "unicast":
+            continue
+        to = goes_to(kr.gateway)
+        if to is not None and (kr.dst, kr.gateway) not in seen and not snapshot.has_route(kr.dst, to, kr.gateway):
+            seen.add((kr.dst, kr.gateway))
+            by_target.setdefault(to, []).append(kr)
+    cfg = config.interfaces.get(failed)
+    for r in cfg.routes if cfg is not None else ():
+        to = goes_to(r.via)
+        if to is not None and (r.to, r.via) not in seen and not snapshot.has_route(r.to, to, r.via):
+            seen.add((r.to, r.via))
+            by_target.setdefault(to, []).append(Route(dst=r.to, ifname=failed, gateway=r.via, metric=r.metric))
+    return tuple(MoveRoutes(failed, device, tuple(routes)) for device, routes in by_target.items())
 
 
 # --------------------------------------------------------------------------- failback
@@ -168,7 +188,7 @@ def return_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConf
     steps.append(Announce(target, iface.ip, config.announce.count, config.announce.interval))
     routes = ledger.claim(iface.network, nic, nic, lambda: _configured_routes(config, nic, iface.network))
     for holder in holders:
-        steps.append(DelAddress(holder, iface))
+        steps.extend(DelAddress(a.ifname, a.interface) for a in snapshot.where_is(iface.ip) if a.ifname == holder)
         steps.extend(DelRoute(r.dst, holder, r.via, r.metric) for r in routes
                      if snapshot.has_route(r.dst, holder, r.via))
     steps.extend(AddRoute(r.dst, target, r.via, r.metric) for r in routes
@@ -203,7 +223,7 @@ def settle_steps(config: Config, snapshot: Snapshot, nic: str, addr: AddressConf
         return ()
     missing = [r for r in routes if not snapshot.has_route(r.dst, target, r.via)]
     steps: list[Step] = [Announce(target, iface.ip, config.announce.count, config.announce.interval)]
-    steps.extend(DelAddress(h, iface) for h in extra)
+    steps.extend(DelAddress(a.ifname, a.interface) for a in snapshot.where_is(iface.ip) if a.ifname in extra)
     steps.extend(DelRoute(r.dst, dev, r.via, metric) for r, dev, metric in strays)
     steps.extend(AddRoute(r.dst, target, r.via, r.metric) for r in missing)
     steps.append(FlushNeighbours(iface.network))

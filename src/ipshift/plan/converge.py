@@ -22,15 +22,15 @@ configured placement. Nothing here performs I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
-from ipshift.config import Config
-from ipshift.model import IPAddress, IPInterface, Link, Snapshot
+from ipshift.config import AddressConfig, Config
+from ipshift.model import IPAddress, IPInterface, Link, Route, Snapshot
 from ipshift.plan.builders import (
-    RouteLedger, failover_steps, home_device, macvlan_name, return_steps, settle_steps, vlan_device,
+    RouteLedger, failover_steps, home_device, macvlan_name, return_steps, route_moves, settle_steps, vlan_device,
 )
 from ipshift.plan.checks import (
-    Candidate, Load, addresses_on, evaluate, is_managed_address, managed_devices, present_count,
+    Candidate, Load, addresses_on, evaluate, is_managed_address, managed_devices, nic_of, present_count,
 )
 from ipshift.steps import AddMacvlan, DelLink, DemoteRoutes, RestoreRoutes, Step
 
@@ -93,8 +93,12 @@ def candidates_for(config: Config, failed: str) -> list[str]:
 
 def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
                   conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
-                  unhealthy: Mapping[str, str] | None = None) -> Plan:
-    """Plan the move of every address on ``failed`` to survivors. Pure."""
+                  unhealthy: Mapping[str, str] | None = None, saved: Sequence[Route] = ()) -> Plan:
+    """Plan the move of every address on ``failed`` to survivors, and of its routes. Pure.
+
+    With no address left to move, the plan still moves the routes that have not followed the
+    addresses already moved (``saved``: the route ledger of ``failed``) -- a run that stopped
+    between them -- and withdraws what is left of the NIC's routes."""
     conflicts = conflicts or {}
     unhealthy = dict(unhealthy or {})
     unhealthy.pop(failed, None)
@@ -107,7 +111,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     names = candidates_for(config, failed)
     explicit = config.interfaces.get(failed) is not None and config.interfaces[failed].backups is not None
     macvlan_planned: dict[str, str] = {}  # survivor -> macvlan device planned on it
-    ledger = RouteLedger()
+    moved: list[tuple[AddressConfig, str]] = []  # (address, the device it goes to), for the routes
 
     for home, addr in addresses_on(config, snapshot, failed):
         iface = addr.address
@@ -131,7 +135,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
             target = macvlan_name(failed_link, failed)
         else:
             target = chosen
-        steps = failover_steps(config, snapshot, home, addr, failed, chosen, target, failed_link, ledger)
+        steps = failover_steps(config, snapshot, addr, failed, chosen, target, failed_link)
         if addr.mac == "move" and addr.vlan is None:
             if chosen in macvlan_planned:  # the MAC already moves to this survivor: one macvlan serves
                 steps = tuple(s for s in steps if not isinstance(s, AddMacvlan))
@@ -140,14 +144,24 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
                 load.macs[chosen] = load.macs.get(chosen, 0) + 1
         load.counts[chosen] = load.counts.get(chosen, 0) + 1
         moves.append(Move(iface, home, failed, chosen, target, steps, tuple(considered[:-1])))
+        moved.append((addr, target))
 
-    postlude: tuple[Step, ...] = (DemoteRoutes(failed),) if moves else ()
+    if not moves:  # addresses that moved before (an earlier run): their routes must be there too
+        managed = managed_devices(config, snapshot)
+        for home, addr in config.all_addresses():
+            found = snapshot.where_is(addr.address.ip)
+            if home == failed and len(found) == 1 and found[0].ifname in managed and \
+                    nic_of(snapshot, found[0].ifname) != failed:
+                moved.append((addr, found[0].ifname))
+    routes = route_moves(config, snapshot, failed, moved, saved)
+    left = any(r.ifname == failed and r.proto != "kernel" for r in snapshot.routes)
+    postlude: tuple[Step, ...] = (*routes, DemoteRoutes(failed)) if moves or routes or (moved and left) else ()
     return Plan(failed, tuple(moves), tuple(refusals), (), postlude)
 
 
 def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: bool = True,
                   unhealthy: Mapping[str, str] | None = None,
-                  conflicts: Mapping[tuple[IPAddress, str], str] | None = None) -> Plan:
+                  conflicts: Mapping[tuple[IPAddress, str], str] | None = None, restore: bool = False) -> Plan:
     """Addresses homed on ``nic`` that are not there: bring them home. Pure.
 
     Addresses held by another NIC come home only with ``bring_back`` (failback
@@ -155,7 +169,9 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
     at all (first start, a crash in the middle of a move, someone deleted
     them) are always placed. Copies of a home address on other devices are
     removed, and its configured routes come home (``settle_steps``).
-    Every placement is checked like a failover candidate.
+    Every placement is checked like a failover candidate. ``restore``: the route ledger still
+    holds routes of ``nic``: a plan of only ``RestoreRoutes`` when nothing else moves and every
+    address of ``nic`` is home (with failback manual, the routes stay with the addresses).
     """
     unhealthy = dict(unhealthy or {})
     conflicts = conflicts or {}
@@ -168,10 +184,12 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
     load = Load(counts={n: present_count(snapshot, n) for n in config.interfaces})
     emptied: dict[str, int] = {}
     ledger = RouteLedger()
+    away = False  # an address of the NIC stays elsewhere (failback manual): so do its routes
     for addr in sorted(iface_cfg.addresses, key=lambda a: (a.address.version, a.address.ip)):
         iface = addr.address
         home_dev = home_device(snapshot, nic, addr)
         holders = tuple(a.ifname for a in snapshot.where_is(iface.ip))
+        away = away or bool(holders and home_dev not in holders)
         if home_dev in holders:
             extra = tuple(h for h in holders if h != home_dev and h in managed)
             steps: tuple[Step, ...] = settle_steps(config, snapshot, nic, addr, home_dev, extra, managed, ledger)
@@ -199,7 +217,12 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
             left = sum(1 for a in snapshot.addresses_on(dev) if is_managed_address(a)) - n
             if left <= 0:
                 cleanup.append(DelLink(dev))
-    return Plan(nic, tuple(moves), tuple(refusals), (RestoreRoutes(nic),), tuple(cleanup), kind="failback")
+    if not moves and not refusals:
+        return Plan(nic, postlude=(RestoreRoutes(nic),) if restore and not away else (), kind="failback")
+    # the withdrawn routes come back before the moves (what can: a route whose gateway is on a
+    # subnet the NIC gets back only with its addresses waits) and again after them
+    return Plan(nic, tuple(moves), tuple(refusals), (RestoreRoutes(nic),), (*cleanup, RestoreRoutes(nic)),
+                kind="failback")
 
 
 def _vlan_made_for_a_move(config: Config, snapshot: Snapshot, link: Link) -> bool:
@@ -212,13 +235,15 @@ def _vlan_made_for_a_move(config: Config, snapshot: Snapshot, link: Link) -> boo
 
 def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
              unhealthy: Mapping[str, str] | None = None, bring_back: frozenset[str] = frozenset(),
-             conflicts: Mapping[tuple[IPAddress, str], str] | None = None) -> list[Plan]:
+             conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
+             saved: Mapping[str, Sequence[Route]] | None = None, restore: frozenset[str] = frozenset()) -> list[Plan]:
     """Every plan that brings the kernel to the configured placement. Pure.
 
     ``usable``: per configured NIC, whether it may carry addresses now (health).
     NICs that are not usable and hold addresses fail over; usable NICs get
     their missing home addresses, and those held elsewhere when the NIC is in
-    ``bring_back``. Plans without moves or refusals are left out.
+    ``bring_back``. ``saved``: the route ledger (routes kept of each failed NIC); ``restore``: the
+    usable NICs whose routes it still holds. Plans with no steps and no refusals are left out.
     """
     reasons = dict(unhealthy or {})
     for nic, ok in usable.items():
@@ -227,14 +252,15 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
     plans: list[Plan] = []
     for nic in sorted(config.interfaces):
         if not usable.get(nic, False):
-            p = plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=reasons)
-            if p.moves or p.refusals:
+            p = plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=reasons,
+                              saved=(saved or {}).get(nic, ()))
+            if p.moves or p.refusals or p.postlude:
                 plans.append(p)
     for nic in sorted(config.interfaces):
         if usable.get(nic, False):
             p = plan_failback(config, snapshot, nic, bring_back=nic in bring_back,
-                              unhealthy=reasons, conflicts=conflicts)
-            if p.moves or p.refusals:
+                              unhealthy=reasons, conflicts=conflicts, restore=nic in restore)
+            if p.moves or p.refusals or p.postlude:
                 plans.append(p)
     return plans
 
