@@ -89,7 +89,7 @@ def build_config(spec: MoveSpec, workdir: Path) -> dict[str, Any]:
         "announce": {"count": 3, "interval": "200ms"},
         # Trials fail and restore the NIC every half second; ipshift's flap damping (default 4 changes
         # in 10 s) would hold failback after the second trial. The shell baseline has no damping either.
-        "failback": {"mode": "auto" if spec.failback else "manual", "delay": "0s", "flap_count": 100_000,
+        "failback": {"mode": "auto" if spec.failback else "manual", "delay": "0s", "flap_count": 1000,
                      "flap_window": "1s"},
         # The shell baseline does no conflict check either; ipshift's own default (200 ms) is reported apart.
         "conflict_check": dict(CONFLICT_CHECK),

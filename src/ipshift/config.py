@@ -6,7 +6,17 @@ data is then validated by pydantic v2 models with ``extra="forbid"``; finally
 the checks that span several keys (an address listed twice, a backup that is
 not a configured NIC, a route gateway no NIC can reach) run over the model.
 Every failure becomes one :class:`ConfigError` whose text is
-``file:line: key.path: message`` -- never a traceback.
+``file:line: key.path: message`` -- never a traceback, and one short line:
+echoed input is abbreviated; a file that is not UTF-8 is named with the line
+and byte offset of its first invalid byte.
+
+Values are bounded where careless input would hurt: a duration is at most a
+day (:data:`MAX_DURATION`), one that drives a loop (probe interval and
+timeout, announcement interval, conflict-check timeout) at least 1 ms, the
+announcement refresh at least 1 s; the failback delay may be 0. Counts that
+set work per round are capped (probe targets, misses, rises, announcements,
+verify rounds, flap count); the number of NICs, addresses and peers is not
+(10,000 addresses is a supported scale).
 
 This module reads the file it is given and nothing else.
 """
@@ -18,10 +28,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
 
 from ipshift.configsrc import ConfigError as ConfigError
-from ipshift.configsrc import _from_validation_error, _join, _load_yaml
+from ipshift.configsrc import _from_validation_error, _join, _load_yaml, abbreviate
 from ipshift.model import IPAddress, IPInterface, IPNetwork
 
 DEFAULT_CONFIG_PATH = "/etc/ipshift/ipshift.yaml"
@@ -29,6 +40,10 @@ DEFAULT_SOCKET_PATH = "/run/ipshift/ipshift.sock"
 
 _IFNAME = re.compile(r"^[^\s/:]{1,15}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$")
+MAX_DURATION = 86400.0  # seconds: no timer of ipshift needs more than a day
+MAX_PROBE_TARGETS = 16
+MAX_RUN = 100  # probe misses / rises in a row
+MAX_FLAPS = 1000  # flap_count: state changes within flap_window that hold a NIC
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -38,20 +53,20 @@ def _parse_interface(value: Any) -> IPInterface:
     if isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
         return value
     if not isinstance(value, str) or "/" not in value:
-        raise ValueError(f"{value!r} is not an IP interface address (write it as ADDRESS/PREFIX)")
+        raise ValueError(f"{abbreviate(value)} is not an IP interface address (write it as ADDRESS/PREFIX)")
     try:
         iface = ipaddress.ip_interface(value.strip())
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP interface address") from None
+        raise ValueError(f"{abbreviate(value)} is not an IP interface address") from None
     net = iface.network
     if isinstance(iface, ipaddress.IPv4Interface):
         if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
             which = "network" if iface.ip == net.network_address else "broadcast"
-            raise ValueError(f"{value!r} is the {which} address of its prefix, not a host address")
+            raise ValueError(f"{abbreviate(value)} is the {which} address of its prefix, not a host address")
     elif net.prefixlen < 127 and iface.ip == net.network_address:
-        raise ValueError(f"{value!r} is the subnet-router anycast address of its prefix, not a host address")
+        raise ValueError(f"{abbreviate(value)} is the subnet-router anycast address of its prefix, not a host address")
     if iface.ip.is_loopback or iface.ip.is_multicast or iface.ip.is_unspecified:
-        raise ValueError(f"{value!r} is not a unicast host address")
+        raise ValueError(f"{abbreviate(value)} is not a unicast host address")
     return iface
 
 
@@ -61,7 +76,7 @@ def _parse_ip(value: Any) -> IPAddress:
     try:
         return ipaddress.ip_address(str(value).strip())
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address") from None
+        raise ValueError(f"{abbreviate(value)} is not an IP address") from None
 
 
 def _parse_network(value: Any) -> IPNetwork:
@@ -76,19 +91,34 @@ def _parse_network(value: Any) -> IPNetwork:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         if "host bits set" in str(exc):
-            raise ValueError(f"{value!r} has host bits set; a route destination is a network") from None
-        raise ValueError(f"{value!r} is not an IP network") from None
+            raise ValueError(f"{abbreviate(value)} has host bits set; a route destination is a network") from None
+        raise ValueError(f"{abbreviate(value)} is not an IP network") from None
 
 
 def parse_duration(value: Any) -> float:
     """'100ms' -> 0.1, '2s' -> 2.0. Bare numbers are refused: the unit is required."""
     if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"{value!r} needs a unit: write e.g. '100ms' or '2s'")
+        raise ValueError(f"{abbreviate(value)} needs a unit: write e.g. '100ms' or '2s'")
     match = _DURATION.match(value)
     if match is None:
-        raise ValueError(f"{value!r} is not a duration: write e.g. '100ms' or '2s'")
+        raise ValueError(f"{abbreviate(value)} is not a duration: write e.g. '100ms' or '2s'")
     number = float(match.group(1))
-    return number / 1000.0 if match.group(2) == "ms" else number
+    seconds = number / 1000.0 if match.group(2) == "ms" else number
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{abbreviate(value)} is too long: at most 1 day ({MAX_DURATION:g}s)")
+    return seconds
+
+
+def _at_least(minimum: float) -> AfterValidator:
+    shown = f"{minimum:g} s" if minimum >= 1 else f"{minimum * 1000:g} ms"
+
+    def check(seconds: float) -> float:
+        if seconds < minimum:
+            value = f"{seconds:g} s" if seconds >= 1 else f"{seconds * 1000:g} ms"
+            raise ValueError(f"{value} is too short: at least {shown}")
+        return seconds
+
+    return AfterValidator(check)
 
 
 def _address_long_form(value: Any) -> Any:
@@ -99,6 +129,7 @@ IfaceAddr = Annotated[IPInterface, BeforeValidator(_parse_interface)]
 IPAddr = Annotated[IPAddress, BeforeValidator(_parse_ip)]
 Net = Annotated[IPNetwork, BeforeValidator(_parse_network)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+LoopDuration = Annotated[float, BeforeValidator(parse_duration), _at_least(0.001)]  # drives a loop
 
 
 class _Strict(BaseModel):
@@ -127,14 +158,14 @@ class InterfaceConfig(_Strict):
 
 
 class ProbeConfig(_Strict):
-    targets: list[IPAddr] = Field(min_length=1)
-    interval: Duration = 0.1
-    misses: int = Field(default=3, ge=1)
-    rises: int = Field(default=2, ge=1)
+    targets: list[IPAddr] = Field(min_length=1, max_length=MAX_PROBE_TARGETS)
+    interval: LoopDuration = 0.1
+    misses: int = Field(default=3, ge=1, le=MAX_RUN)
+    rises: int = Field(default=2, ge=1, le=MAX_RUN)
     mode: Literal["any", "all"] = "any"
     # how long a round waits for its replies; default half the interval, so that on average a dead
     # path is declared failed misses x interval after it died
-    timeout: Duration | None = None
+    timeout: LoopDuration | None = None
 
     @field_validator("timeout")
     @classmethod
@@ -159,21 +190,22 @@ class DetectConfig(_Strict):
 
 class AnnounceConfig(_Strict):
     count: int = Field(default=3, ge=1, le=100)
-    interval: Duration = 0.2
-    refresh: Duration | None = None  # re-announce every address this often (long ARP timeouts upstream)
+    interval: LoopDuration = 0.2
+    # re-announce every address this often (long ARP timeouts upstream)
+    refresh: Annotated[float, BeforeValidator(parse_duration), _at_least(1.0)] | None = None
     verify_rounds: int = Field(default=10, ge=1, le=1000)  # re-announce at most this often until confirmed
 
 
 class FailbackConfig(_Strict):
     mode: Literal["auto", "manual"] = "auto"
     delay: Duration = 2.0
-    flap_count: int = Field(default=4, ge=2)
+    flap_count: int = Field(default=4, ge=2, le=MAX_FLAPS)
     flap_window: Duration = 10.0
 
 
 class ConflictConfig(_Strict):
     enabled: bool = True
-    timeout: Duration = 0.2
+    timeout: LoopDuration = 0.2
     # strict: probe, wait `timeout`, then move (RFC 5227). optimistic: move and announce at once while
     # the probe runs; an answer within `timeout` undoes the move (the way IPv6 optimistic DAD works).
     mode: Literal["strict", "optimistic"] = "strict"
@@ -192,12 +224,12 @@ class MetricsConfig(_Strict):
     def _host_port(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{v!r} is not HOST:PORT (a port 1-65535)")
+            raise ValueError(f"{abbreviate(v)} is not HOST:PORT (a port 1-65535)")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise ValueError(f"{host!r} is not an IP address (listen on an address, not a name)") from None
+            raise ValueError(f"{abbreviate(host)} is not an IP address (listen on an address, not a name)") from None
         return v
 
     @property
@@ -254,7 +286,7 @@ def _cross_checks(cfg: Config, lines: Mapping[str, int], file: str) -> None:
     seen: dict[IPAddress, str] = {}
     for name, iface in cfg.interfaces.items():
         if not _IFNAME.match(name):
-            raise fail(_join("interfaces", name), f"{name!r} is not a valid interface name")
+            raise fail(_join("interfaces", name), f"{abbreviate(name)} is not a valid interface name")
         for i, addr in enumerate(iface.addresses):
             path = f"interfaces.{name}.addresses[{i}]"
             ip = addr.address.ip
@@ -271,11 +303,11 @@ def _cross_checks(cfg: Config, lines: Mapping[str, int], file: str) -> None:
             for i, backup in enumerate(iface.backups):
                 path = f"interfaces.{name}.backups[{i}]"
                 if backup == name:
-                    raise fail(path, f"{backup!r} cannot back itself up")
+                    raise fail(path, f"{abbreviate(backup)} cannot back itself up")
                 if backup not in cfg.interfaces:
-                    raise fail(path, f"{backup!r} is not a configured interface")
+                    raise fail(path, f"{abbreviate(backup)} is not a configured interface")
                 if iface.backups.index(backup) != i:
-                    raise fail(path, f"{backup!r} is listed twice")
+                    raise fail(path, f"{abbreviate(backup)} is listed twice")
         for i, route in enumerate(iface.routes):
             path = f"interfaces.{name}.routes[{i}]"
             if route.via is None:
@@ -307,17 +339,22 @@ def load_config(path: str | Path) -> Config:
     """Read and validate ``path``; every problem is a one-line :class:`ConfigError`."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(name, None, "", "no such file") from None
     except IsADirectoryError:
         raise ConfigError(name, None, "", "is a directory, not a configuration file") from None
     except PermissionError:
         raise ConfigError(name, None, "", "permission denied") from None
-    except UnicodeDecodeError:
-        raise ConfigError(name, None, "", "not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(name, None, "", f"cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(name, line, "", f"not UTF-8 text: byte {column} of the line (offset {exc.start} in the "
+                                          f"file), 0x{raw[exc.start]:02x}, is not valid UTF-8") from None
     return parse_config(text, name)
 
 

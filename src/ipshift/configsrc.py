@@ -8,7 +8,13 @@ constructed from the same nodes. When pydantic later refuses the data,
 ``_from_validation_error`` turns its first error into
 ``file:line: key.path: message``, the line being that of the longest prefix
 of the error's location that the file has. Every failure is one
-:class:`ConfigError` -- never a traceback.
+:class:`ConfigError` -- never a traceback -- and one short line: input it
+echoes is abbreviated (:func:`abbreviate`: the first ``MAX_ECHO`` characters
+and how long it was), and a key path or message that is still long is cut
+(``MAX_PATH``, ``MAX_MESSAGE``), so a 5 MB value yields a line of a few
+hundred characters, not of 5 MB. Numbers too long for Python to convert
+(``sys.get_int_max_str_digits()``) are refused with their line before the
+data is constructed.
 
 This module does no I/O: :mod:`ipshift.config` reads the file and holds the
 models.
@@ -16,13 +22,38 @@ models.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import yaml
 from pydantic import ValidationError
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "abbreviate"]
+
+MAX_ECHO = 60  # characters of a value an error message quotes
+MAX_PATH = 80  # characters of a key path in an error message
+MAX_MESSAGE = 180  # characters of an error message after its path
+
+
+def abbreviate(value: Any, keep: int = MAX_ECHO) -> str:
+    """``repr(value)`` for an error message: when long, its first ``keep`` characters and how long it
+    was -- a message quotes the input it refuses, never megabytes of it."""
+    text = repr(value)
+    if len(text) <= keep + 2:
+        return text
+    if isinstance(value, (str, bytes)):
+        size = f"{len(value)} characters" if isinstance(value, str) else f"{len(value)} bytes"
+    elif isinstance(value, (list, tuple, dict, set)):
+        size = f"a {type(value).__name__} of {len(value)} items"
+    else:
+        size = f"{len(text)} characters written out"
+    return f"{text[:keep]}... ({size})"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.splitlines())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 class ConfigError(Exception):
@@ -31,8 +62,8 @@ class ConfigError(Exception):
     def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
         self.file = file
         self.line = line
-        self.path = path
-        self.message = message
+        self.path = _clip(path, MAX_PATH)
+        self.message = _clip(message, MAX_MESSAGE)
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -55,9 +86,17 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
 def _walk(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
+    if isinstance(node, yaml.ScalarNode):
+        limit = sys.get_int_max_str_digits()
+        if node.tag == _INT_TAG and limit and len(node.value) > limit:
+            raise ConfigError(file, node.start_mark.line + 1, path,
+                              f"{abbreviate(node.value)}: a number of more than {limit} digits")
+    elif isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
@@ -80,14 +119,20 @@ _SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _load_yaml(text: str, file: str) -> _Located:
+    lines: dict[str, int] = {}
     try:
         # one parse: the node tree gives the line numbers, the data is constructed from it
         loader = _SAFE_LOADER(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _walk(node, "", lines, file)
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        raise ConfigError(file, line, "", f"YAML error: {exc.reason} (character {exc.position})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -95,12 +140,12 @@ def _load_yaml(text: str, file: str) -> _Located:
         raise ConfigError(file, line, "", f"YAML syntax error: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(file, None, "", f"YAML error: {exc}".splitlines()[0]) from None
+    except (ValueError, OverflowError) as exc:  # a value the constructors cannot make (see _walk)
+        raise ConfigError(file, None, "", f"cannot read a value: {exc}") from None
     if node is None or data is None:
         raise ConfigError(file, 1, "", "the file is empty: it needs at least 'interfaces:'")
     if not isinstance(data, dict):
         raise ConfigError(file, node.start_mark.line + 1, "", "the top level must be a mapping of keys")
-    lines: dict[str, int] = {}
-    _walk(node, "", lines, file)
     return _Located(data, lines)
 
 
@@ -132,12 +177,13 @@ def _error_text(err: Mapping[str, Any]) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
-    if kind in ("literal_error",):
-        return f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
-    if kind in ("greater_than_equal", "less_than_equal", "int_parsing", "int_type", "bool_parsing",
-                "bool_type", "too_short", "list_type", "dict_type", "model_type", "string_type",
-                "int_from_float"):
-        return f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+    if kind == "too_long":
+        ctx = err.get("ctx") or {}
+        return f"{ctx.get('actual_length', 'too many')} items: at most {ctx.get('max_length')} are allowed"
+    if kind in ("literal_error", "greater_than_equal", "less_than_equal", "int_parsing", "int_type",
+                "bool_parsing", "bool_type", "too_short", "list_type", "dict_type", "model_type",
+                "string_type", "int_from_float"):
+        return f"{abbreviate(err.get('input'))}: {msg[0].lower()}{msg[1:]}"
     return msg
 
 

@@ -10,6 +10,17 @@ serialised once, when they end): a status is a list of JSON text parts, a
 command's :class:`Answer` carries its records' parts. The server writes the
 parts in chunks and lets the loop run between them, so a large answer never
 holds the event loop.
+
+Careless or hostile clients cost little and get one JSON line: a request
+that is not JSON, not UTF-8, not an object, or has fields of the wrong kind
+gets ``{"ok": false, "error": "bad request: ..."}`` (echoed input is
+abbreviated); a line longer than ``MAX_LINE`` gets that error too and the
+connection is closed unread. A client has ``READ_TIMEOUT`` for its whole
+request line; one that never takes its answer (a status can be tens of MB)
+is dropped when a chunk has not gone out within ``DRAIN_TIMEOUT``, or the
+whole answer within ``WRITE_TIMEOUT`` -- its connection aborted, not left
+waiting to flush. At most ``MAX_CONNECTIONS`` are served at a time; one more
+is told ``busy`` and closed at once.
 """
 
 from __future__ import annotations
@@ -25,10 +36,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ipshift.config import MetricsConfig
+from ipshift.configsrc import abbreviate
+from ipshift.metrics import close_now
 
 log = logging.getLogger("ipshift.control")
 
 WRITE_CHUNK = 1 << 20  # bytes handed to the transport between two turns of the loop
+MAX_LINE = 1 << 16  # bytes of a request line
+MAX_CONNECTIONS = 16  # served at a time
+READ_TIMEOUT = 5.0  # for the whole request line
+DRAIN_TIMEOUT = 5.0  # for each chunk of an answer to be taken
+WRITE_TIMEOUT = 60.0  # for the whole answer
+IFNAMSIZ = 15  # the longest interface name
+
+
+class BadRequest(ValueError):
+    """A request the server cannot take (the text says why, briefly)."""
 
 
 @dataclass
@@ -84,6 +107,7 @@ class ControlServer:
         self.daemon = daemon
         self.path = path
         self._server: asyncio.AbstractServer | None = None
+        self.active = 0  # connections being served
 
     async def start(self) -> None:
         p = Path(self.path)
@@ -94,7 +118,7 @@ class ControlServer:
             p.unlink()
         old = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=self.path)
+            self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_LINE)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
@@ -109,44 +133,88 @@ class ControlServer:
             pass
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.active >= MAX_CONNECTIONS:
+            writer.write(_line(Answer(False, f"busy: {MAX_CONNECTIONS} control connections are being served, "
+                                             "try again").parts()))
+            close_now(writer)
+            return
+        self.active += 1
+        writer.transport.set_write_buffer_limits(0)  # drain() returns once everything went to the kernel
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout=5)
-            parts: list[str]
             try:
-                req = json.loads(line)
-                cmd = req.get("cmd")
-                if cmd == "status":
-                    last = req.get("records")
-                    parts = ['{"ok": true, "status": ',
-                             *await self.daemon.status(int(last) if last is not None else None), "}"]
-                elif cmd == "failover":
-                    parts = (await self.daemon.cmd_failover(str(req.get("nic")))).parts()
-                elif cmd == "failback":
-                    parts = (await self.daemon.cmd_failback(str(req.get("nic")))).parts()
-                else:
-                    parts = Answer(False, f"unknown command {cmd!r}").parts()
-            except (ValueError, AttributeError, TypeError) as exc:
-                parts = Answer(False, f"bad request: {exc}").parts()
+                async with asyncio.timeout(READ_TIMEOUT):  # the whole line, not each read
+                    line = await reader.readline()
+            except ValueError:  # longer than the reader's limit; the rest is not read
+                parts = Answer(False, f"bad request: longer than {MAX_LINE} bytes").parts()
+            else:
+                if not line:
+                    return  # closed without a word
+                parts = await self._answer(line)
             await write_parts(writer, [*parts, "\n"])
-        except (asyncio.TimeoutError, ConnectionError) as exc:
-            log.debug("control connection: %s", exc)
+        except (TimeoutError, ConnectionError) as exc:
+            log.debug("control connection dropped: %s", exc or type(exc).__name__)
         finally:
-            writer.close()
+            self.active -= 1
+            close_now(writer)
+
+    async def _answer(self, line: bytes) -> list[str]:
+        try:
+            req = parse_request(line)
+            cmd = req.get("cmd")
+            if cmd == "status":
+                last = req.get("records")
+                if last is not None and (type(last) is not int or last < 0):
+                    raise BadRequest(f"'records' must be a whole number, 0 or more, not {abbreviate(last)}")
+                return ['{"ok": true, "status": ', *await self.daemon.status(last), "}"]
+            if cmd in ("failover", "failback"):
+                nic = req.get("nic")
+                if not isinstance(nic, str) or not 0 < len(nic) <= IFNAMSIZ:
+                    raise BadRequest(f"'nic' must be an interface name, not {abbreviate(nic)}")
+                act = self.daemon.cmd_failover if cmd == "failover" else self.daemon.cmd_failback
+                return (await act(nic)).parts()
+            return Answer(False, f"unknown command {abbreviate(cmd)}").parts()
+        except BadRequest as exc:
+            return Answer(False, f"bad request: {exc}").parts()
+
+
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One request line to its JSON object; :class:`BadRequest` for anything else."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        req = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    except RecursionError:
+        raise BadRequest("not JSON (nested too deeply)") from None
+    if not isinstance(req, dict):
+        raise BadRequest(f"not a JSON object but {type(req).__name__}")
+    return req
+
+
+def _line(parts: Sequence[str]) -> bytes:
+    return ("".join(parts) + "\n").encode()
 
 
 async def write_parts(writer: asyncio.StreamWriter, parts: Sequence[str]) -> None:
-    """Write text parts, about ``WRITE_CHUNK`` bytes at a time, draining between chunks."""
-    pending: list[str] = []
-    size = 0
-    for part in parts:
-        pending.append(part)
-        size += len(part)
-        if size >= WRITE_CHUNK:
-            writer.write("".join(pending).encode())
+    """Write text parts, about ``WRITE_CHUNK`` bytes at a time, draining between chunks; TimeoutError
+    when a chunk is not taken within ``DRAIN_TIMEOUT`` or all of them within ``WRITE_TIMEOUT``."""
+    async with asyncio.timeout(WRITE_TIMEOUT):
+        pending: list[str] = []
+        size = 0
+        for part in parts:
+            pending.append(part)
+            size += len(part)
+            if size >= WRITE_CHUNK:
+                writer.write("".join(pending).encode())
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    await writer.drain()
+                pending, size = [], 0
+        writer.write("".join(pending).encode())
+        async with asyncio.timeout(DRAIN_TIMEOUT):
             await writer.drain()
-            pending, size = [], 0
-    writer.write("".join(pending).encode())
-    await writer.drain()
 
 
 def _alive(path: str) -> bool:

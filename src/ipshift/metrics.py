@@ -12,8 +12,16 @@ failover down.
 
 The HTTP side is a minimal asyncio server on the daemon's own loop (no
 thread): ``GET /metrics`` answers with ``prometheus_client``'s text
-exposition of the families, anything else gets 404. Requests are bounded in
-size and time. prometheus-client is imported only when metrics are enabled.
+exposition of the families, anything else gets 404. One request per
+connection, and nobody can make the daemon hold many: at most
+``MAX_CONNECTIONS`` are served at a time, and one over that is closed at once
+(1,000 idle clients cost 16 descriptors, not 1,000); a request is at most
+``MAX_REQUEST`` bytes and must have arrived in full within
+``REQUEST_TIMEOUT`` of the connection's start (in total: a client that
+trickles a byte a second is dropped then, not kept alive by each byte), and
+the answer must be taken within ``REQUEST_TIMEOUT`` too, else the connection
+is aborted (:func:`close_now`). prometheus-client is imported only when
+metrics are enabled.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ log = logging.getLogger("ipshift.metrics")
 # failover and failback durations (carrier loss / path verdict to the record's end), seconds
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_REQUEST = 8192
+MAX_CONNECTIONS = 16
 REQUEST_TIMEOUT = 5.0
 
 
@@ -150,9 +159,19 @@ def exposition(fams: Iterable[Any], accept: str = "") -> tuple[bytes, str]:
 async def serve(host: str, port: int, scrape: Callable[[str], Awaitable[tuple[bytes, str]]]) -> asyncio.Server:
     """An HTTP server for ``GET /metrics`` on the running loop; ``await scrape(accept)`` makes the body."""
 
+    active = 0  # connections being served
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active
+        if active >= MAX_CONNECTIONS:
+            log.debug("metrics connection refused: %d already being served", active)
+            writer.close()
+            return
+        active += 1
+        writer.transport.set_write_buffer_limits(0)  # drain() returns once everything went to the kernel
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+            async with asyncio.timeout(REQUEST_TIMEOUT):  # the whole request, not each read
+                head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             parts = lines[0].split()
             accept = next((v.strip() for k, _, v in (h.partition(":") for h in lines[1:])
@@ -167,11 +186,21 @@ async def serve(host: str, port: int, scrape: Callable[[str], Awaitable[tuple[by
                          + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
             if parts[:1] != ["HEAD"]:
                 writer.write(body)
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                ConnectionError) as exc:
-            log.debug("metrics request dropped: %s", exc)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError) as exc:
+            log.debug("metrics request dropped: %s", exc or type(exc).__name__)
         finally:
-            writer.close()
+            active -= 1
+            close_now(writer)
 
     return await asyncio.start_server(handle, host, port, limit=MAX_REQUEST)
+
+
+def close_now(writer: asyncio.StreamWriter) -> None:
+    """Close now: what a client did not take in time is dropped (``close()`` alone would keep the
+    connection, and its descriptor, until the client reads it all -- that is, maybe forever)."""
+    if writer.transport.get_write_buffer_size():
+        writer.transport.abort()
+    else:
+        writer.close()

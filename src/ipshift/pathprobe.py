@@ -4,10 +4,21 @@ Theory of operation
 -------------------
 Every ``interval`` one *round* starts: from each probed NIC, one ARP request
 (IPv6 target: a neighbour solicitation) to each configured target. A reply
-counts for a NIC only when it arrives **on that NIC**, comes **from a
-target**, answers **our** request (addressed to that NIC's MAC) -- the lesson
-of the bonding driver's ``arp_validate``: replies seen on another NIC, or
-from hosts that are not targets, prove nothing about this NIC's path.
+counts for a NIC only when it arrives **on that NIC** and answers a request
+**outstanding** there (sent in this round, from that NIC, to that target, and
+not answered yet): it comes **from the target**, and is addressed to **our**
+MAC and to the very address the request was sent from -- the lesson of the
+bonding driver's ``arp_validate``: replies seen on another NIC, from hosts
+that are not targets, or that answer nobody's question, prove nothing about
+this NIC's path. The pure rule is :func:`answered_target`. So a host that
+keeps sending unsolicited "target is-at" ARP replies or neighbour
+advertisements to the NIC's MAC (gratuitous, or meant for another address)
+cannot keep a dead path up: an ARP reply must carry our request's sender
+address as its target IP (0.0.0.0 for an RFC 5227 probe, which may also be
+answered by broadcast), an advertisement must be solicited (S flag) and sent
+to our request's source address. (A forger on the NIC's own segment that
+sends exactly such answers while a request is outstanding cannot be told
+apart from the target: ARP and NDP carry no nonce.)
 
 A round is judged ``timeout`` after its requests left (default half the
 interval, at most the interval): answered (``any``: at least one target
@@ -45,13 +56,13 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ipshift.model import IPAddress
-from ipshift.wire.arp import ARPOP_REPLY, build_arp_request, parse_arp
-from ipshift.wire.ndp import build_ns, parse_ndp
+from ipshift.wire.arp import ARPOP_REPLY, BROADCAST_MAC, UNSPECIFIED_V4, ArpPacket, build_arp_request, parse_arp
+from ipshift.wire.ndp import NdpPacket, build_ns, parse_ndp
 from ipshift.wire.sender import ETH_P_ARP, ETH_P_IPV6, FrameSocket, arp_filter, ndp_filter
 
 log = logging.getLogger("ipshift.probe")
@@ -89,6 +100,28 @@ def round_answered(replied: set[IPAddress], targets: Sequence[IPAddress], mode: 
     return bool(replied)
 
 
+def answered_target(packet: ArpPacket | NdpPacket, mac: str,
+                    outstanding: Mapping[IPAddress, IPAddress]) -> IPAddress | None:
+    """The target whose outstanding request ``packet`` answers, else None (pure).
+
+    ``mac`` is the NIC's MAC (lower case); ``outstanding`` maps each target asked in this round and not
+    answered yet to the sender address its request carried (0.0.0.0: an RFC 5227 probe)."""
+    if isinstance(packet, ArpPacket):
+        asked_as = outstanding.get(packet.sender_ip)
+        if (asked_as is None or packet.op != ARPOP_REPLY or packet.vlan is not None
+                or packet.target_mac != mac or packet.target_ip != asked_as):
+            return None
+        # Linux answers a probe unicast, with target IP 0.0.0.0; RFC 5227 section 2.6 allows broadcast
+        if packet.eth_dst == mac or (asked_as == UNSPECIFIED_V4 and packet.eth_dst == BROADCAST_MAC):
+            return packet.sender_ip
+        return None
+    asked_as = outstanding.get(packet.target)
+    if (asked_as is None or not packet.is_na or not packet.valid or not packet.solicited
+            or packet.vlan is not None or packet.eth_dst != mac or packet.dst != asked_as):
+        return None
+    return packet.target
+
+
 # --------------------------------------------------------------------------- the I/O half
 
 
@@ -100,6 +133,7 @@ class _Nic:
     sockets: dict[int, FrameSocket] = field(default_factory=dict)  # ip version -> socket
     state: PathState = field(default_factory=PathState)
     replied: set[IPAddress] = field(default_factory=set)
+    outstanding: dict[IPAddress, IPAddress] = field(default_factory=dict)  # target -> the sender address asked as
     last_reply: float = 0.0
 
 
@@ -199,6 +233,7 @@ class PathProber:
         self._rounds += 1
         for entry in self.nics.values():
             entry.replied = set()
+            entry.outstanding = {}
             self._send(entry)
         self._closer = loop.call_at(loop.time() + self.timeout, self._close_round)
         self._next += self.interval
@@ -210,6 +245,7 @@ class PathProber:
         self._closer = None
         now = time.monotonic()
         for entry in self.nics.values():
+            entry.outstanding = {}  # a reply that comes later does not count
             self._finish(entry, now)
 
     def _finish(self, entry: _Nic, now: float) -> None:
@@ -233,14 +269,17 @@ class PathProber:
                 continue
             src = self.source_for(entry.name, target)
             try:
+                sip: IPAddress
                 if isinstance(target, ipaddress.IPv4Address):
-                    sip = src if isinstance(src, ipaddress.IPv4Address) else ipaddress.IPv4Address(0)
+                    sip = src if isinstance(src, ipaddress.IPv4Address) else UNSPECIFIED_V4
                     frame = build_arp_request(entry.mac, sip, target)
                 else:
                     if not isinstance(src, ipaddress.IPv6Address):
                         continue  # no IPv6 source on this NIC (yet): nothing sensible to send
+                    sip = src
                     frame = build_ns(entry.mac, src, target)
                 sock.send(frame)
+                entry.outstanding[target] = sip
             except OSError as exc:
                 log.debug("probe from %s to %s: %s", entry.name, target, exc)
 
@@ -252,15 +291,13 @@ class PathProber:
             frame = sock.recv_nowait()
             if frame is None:
                 return
-            if version == 4:
-                p = parse_arp(frame)
-                if (p is not None and p.op == ARPOP_REPLY and p.sender_ip in self.targets
-                        and p.eth_dst == entry.mac and p.target_mac == entry.mac and p.vlan is None):
-                    entry.replied.add(p.sender_ip)
-                    entry.last_reply = time.monotonic()
-            else:
-                n = parse_ndp(frame)
-                if (n is not None and n.type == 136 and n.target in self.targets and n.eth_dst == entry.mac
-                        and n.valid):
-                    entry.replied.add(n.target)
-                    entry.last_reply = time.monotonic()
+            if not entry.outstanding:  # nothing asked (any more): whatever comes answers nobody
+                continue
+            packet = parse_arp(frame) if version == 4 else parse_ndp(frame)
+            if packet is None:
+                continue
+            target = answered_target(packet, entry.mac, entry.outstanding)
+            if target is not None:
+                del entry.outstanding[target]
+                entry.replied.add(target)
+                entry.last_reply = time.monotonic()

@@ -62,9 +62,27 @@ def test_minimal_config_gets_defaults() -> None:
     assert c.interfaces["eth1"].addresses == []
 
 
-@pytest.mark.parametrize("text", ["100ms", "2s", "1.5s", " 10 ms "])
+@pytest.mark.parametrize("text", ["100ms", "2s", "1.5s", " 10 ms ", "86400s", "86400000ms"])
 def test_durations(text: str) -> None:
     assert parse_duration(text) > 0
+
+
+@pytest.mark.parametrize(("text", "why"), [("86401s", r"'86401s' is too long: at most 1 day \(86400s\)"),
+                                           ("86400001ms", "is too long"), ("1" * 400 + "s", "is too long"),
+                                           ("-1s", "is not a duration"), ("1d", "is not a duration")])
+def test_durations_out_of_bounds(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        parse_duration(text)
+
+
+def test_zero_where_zero_makes_sense() -> None:
+    c = parse_config(GOOD.replace("delay: 2s", "delay: 0s, flap_window: 0s").replace("count: 3,", "count: 3, refresh: 1s,"))
+    assert c.failback.delay == 0.0 and c.failback.flap_window == 0.0 and c.announce.refresh == 1.0
+    c = parse_config(GOOD.replace("interval: 100ms", "interval: 1ms").replace("timeout: 200ms", "timeout: 1ms"))
+    assert c.detect.probe is not None and c.detect.probe.interval == 0.001 and c.conflict_check.timeout == 0.001
+    targets = ", ".join(f"192.0.2.{i}" for i in range(1, 17))
+    c = parse_config(GOOD.replace("targets: [192.0.2.1]", f"targets: [{targets}]").replace("misses: 3", "misses: 100"))
+    assert c.detect.probe is not None and len(c.detect.probe.targets) == 16 and c.detect.probe.misses == 100
 
 
 BAD = [
@@ -98,6 +116,26 @@ BAD = [
     ("targets: [192.0.2.1], ", "", "ipshift.yaml:18: detect.probe.targets: required key is missing"),
     ("state_dir", "stat_dir", "ipshift.yaml:22: stat_dir: unknown key"),
     ('"2001:db8::11/64"', '"fe80::1/64"', "fe80::1/64 is link-local"),
+    # bounds (issue 10, item 8): no loop faster than 1 ms, no timer longer than a day, capped counts
+    ("interval: 100ms", "interval: 0ms", "ipshift.yaml:18: detect.probe.interval: 0 ms is too short: at least 1 ms"),
+    ("interval: 100ms", "interval: 0.5ms", "ipshift.yaml:18: detect.probe.interval: 0.5 ms is too short: at least 1 ms"),
+    ("misses: 3", "misses: 3, timeout: 0ms", "ipshift.yaml:18: detect.probe.timeout: 0 ms is too short: at least 1 ms"),
+    ("interval: 200ms", "interval: 0ms", "ipshift.yaml:19: announce.interval: 0 ms is too short: at least 1 ms"),
+    ("count: 3,", "count: 3, refresh: 500ms,", "ipshift.yaml:19: announce.refresh: 500 ms is too short: at least 1 s"),
+    ("count: 3,", "count: 3, refresh: 0s,", "ipshift.yaml:19: announce.refresh: 0 ms is too short: at least 1 s"),
+    ("timeout: 200ms", "timeout: 0ms", "ipshift.yaml:21: conflict_check.timeout: 0 ms is too short: at least 1 ms"),
+    ("delay: 2s", "delay: -1s", "ipshift.yaml:20: failback.delay: '-1s' is not a duration"),
+    ("delay: 2s", "delay: 86401s", "ipshift.yaml:20: failback.delay: '86401s' is too long: at most 1 day (86400s)"),
+    ("delay: 2s", "delay: 2s, flap_window: 100000000ms", "ipshift.yaml:20: failback.flap_window: '100000000ms' is too long"),
+    ("interval: 100ms", "interval: 99999999999999999999999s", "ipshift.yaml:18: detect.probe.interval: '9999"),
+    ("interval: 200ms", "interval: 2000000s", "ipshift.yaml:19: announce.interval: '2000000s' is too long"),
+    ("targets: [192.0.2.1]", "targets: [" + ", ".join(f"192.0.2.{i}" for i in range(1, 18)) + "]",
+     "ipshift.yaml:18: detect.probe.targets: 17 items: at most 16 are allowed"),
+    ("misses: 3", "misses: 101", "ipshift.yaml:18: detect.probe.misses: 101: input should be less than or equal to 100"),
+    ("misses: 3", "misses: 3, rises: 101", "ipshift.yaml:18: detect.probe.rises: 101: input should be less than or equal to 100"),
+    ("delay: 2s", "delay: 2s, flap_count: 1000000",
+     "ipshift.yaml:20: failback.flap_count: 1000000: input should be less than or equal to 1000"),
+    ("count: 3,", "count: 101,", "ipshift.yaml:19: announce.count: 101: input should be less than or equal to 100"),
 ]
 
 
@@ -155,3 +193,91 @@ def test_cli_missing_netns_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     rc = main(["check", "-c", str(f), "--netns", "ipshift-no-such-ns-xyz"])
     err = capsys.readouterr().err
     assert rc == 2 and "ipshift-no-such-ns-xyz" in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- huge or broken input: one short line
+
+BIG = "1" * 5_000_000
+HUGE = [
+    ("- address: 192.0.2.100/24", f"- address: 192.0.2.100/{BIG}",
+     "ipshift.yaml:5: interfaces.eth0.addresses[1].address: '192.0.2.100/111", "(5000012 characters) is not an IP"),
+    ("- 192.0.2.10/24  ", f"- {BIG}/24", "ipshift.yaml:4: interfaces.eth0.addresses[0]: '1111", "(5000003 characters)"),
+    ('"2001:db8::11/64"', f'"2001:db8::{BIG}"', "ipshift.yaml:15: interfaces.eth1.addresses[1]: '2001:db8::111",
+     "(5000010 characters)"),
+    ("via: 192.0.2.1", f"via: 192.0.2.{BIG}", "ipshift.yaml:11: interfaces.eth0.routes[0].via: '192.0.2.111",
+     "is not an IP address"),
+    ("to: 198.51.100.0/24", f"to: {BIG}.0/24", "ipshift.yaml:10: interfaces.eth0.routes[0].to: '1111",
+     "is not an IP network"),
+    ("mac: move", f"mac: m{BIG}", "ipshift.yaml:6: interfaces.eth0.addresses[1].mac: 'm111", "(5000001 characters)"),
+    ("delay: 2s", f"delay: {BIG}s", "ipshift.yaml:20: failback.delay: '1111", "is too long: at most 1 day"),
+    ("delay: 2s", f"delay: x{BIG}", "ipshift.yaml:20: failback.delay: 'x111", "is not a duration"),
+    ("backups: [eth1]", f"backups: [e{BIG}]", "ipshift.yaml:12: interfaces.eth0.backups[0]: 'e111",
+     "is not a configured interface"),
+    # YAML keys are at most 1024 characters: long ones, then (the key path is cut, the echo abbreviated)
+    ("  eth1:\n", f"  e{BIG[:1000]}:\n", "ipshift.yaml:14: interfaces.e111", "is not a valid interface name"),
+    ("state_dir", f"s{BIG[:1000]}", "ipshift.yaml:22: s111", "unknown key"),
+    ("max_addresses: 64", f"max_addresses: {BIG}", "ipshift.yaml:13: interfaces.eth0.max_addresses: '1111",
+     "a number of more than 4300 digits"),
+    ("max_addresses: 64", f"max_addresses: [{', '.join(['1'] * 100_000)}]",
+     "ipshift.yaml:13: interfaces.eth0.max_addresses: [1, 1", "(a list of 100000 items): input should be"),
+    ("vlan: 100", f"vlan: {{{', '.join(f'k{i}: 1' for i in range(50_000))}}}",
+     "ipshift.yaml:8: interfaces.eth0.addresses[2].vlan: {'k0': 1", "(a dict of 50000 items)"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "start", "detail"), HUGE, ids=[h[2].split(": ")[1][:40] for h in HUGE])
+def test_huge_input_is_abbreviated_not_echoed(old: str, new: str, start: str, detail: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace(old, new, 1), "ipshift.yaml")
+    text = str(info.value)
+    assert "\n" not in text and len(text) <= 300, (len(text), text[:400])
+    assert text.startswith(start) and detail in text, text
+
+
+def test_characters_yaml_refuses_name_their_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(GOOD.replace("state_dir: /var/lib/ipshift", "state_dir: /var/\x07lib"), "f.yaml")
+    assert str(info.value).startswith("f.yaml:22: YAML error: control characters are not allowed"), str(info.value)
+
+
+def test_non_utf8_file_names_the_line_and_byte(tmp_path: Path) -> None:
+    f = tmp_path / "ipshift.yaml"
+    f.write_bytes(GOOD.replace("/var/lib/ipshift", "/var/lib/ips\xe9ift").encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    offset = GOOD.index("ips") + 3
+    assert str(info.value) == (f"{f}:22: not UTF-8 text: byte 24 of the line (offset {offset} in the file), 0xe9, "
+                               "is not valid UTF-8")
+
+
+def _check(f: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ipshift.cli", "check", "-c", str(f)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_huge_value_exits_2_with_one_short_line(tmp_path: Path) -> None:
+    f = tmp_path / "ipshift.yaml"
+    f.write_text(GOOD.replace("192.0.2.100/24", f"192.0.2.{BIG}/24"))
+    r = _check(f)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"{f}:5: interfaces.eth0.addresses[1].address: '192.0.2.1111")
+    assert "(5000011 characters) is not an IP interface address" in line and len(line) - len(str(f)) <= 300, line
+
+
+def test_cli_non_utf8_file_exits_2_with_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "ipshift.yaml"
+    f.write_bytes(GOOD.encode() + b"# caf\xc3\n")  # a truncated UTF-8 sequence on line 23
+    r = _check(f)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"{f}:23: not UTF-8 text: byte 6 of the line (offset {len(GOOD) + 5} in the file), "
+                                "0xc3, is not valid UTF-8")
+
+
+def test_cli_number_too_long_to_convert_exits_2_with_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "ipshift.yaml"
+    f.write_text(GOOD.replace("max_addresses: 64", "max_addresses: " + "9" * 10_000))
+    r = _check(f)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
+    assert r.stderr.startswith(f"{f}:13: interfaces.eth0.max_addresses: '9999")
