@@ -38,7 +38,7 @@ from ipshift import policy
 from ipshift.config import Config, reload_config
 from ipshift.control import Answer
 from ipshift.events import AddressEvent, KernelEvent, LinkEvent, LinkGone, Resync
-from ipshift.journal import DurableState, StateFile, route_to_doc
+from ipshift.journal import StateFile, boot_id
 from ipshift.kernel.withdraw import Withdrawn
 from ipshift.kernel.monitor import KernelMonitor
 from ipshift.kernel.sysctl import apply_sysctl_policy
@@ -108,20 +108,23 @@ class Daemon:
         self.state.start()
         durable = self.state.read()
         self.history = History.open(self.config.state_dir)
-        executor = await Executor.open(kill_at=self.kill_at, on_kill=self._kill_self,
-                                       withdrawn=Withdrawn.open(self.config.state_dir))
+        # the test hook kills without a flush first: a real crash does none either
+        executor = await Executor.open(kill_at=self.kill_at, on_kill=lambda: os.kill(os.getpid(), signal.SIGKILL),
+                                       withdrawn=Withdrawn.open(self.config.state_dir, legacy=durable.withdrawn))
         self._attach(executor, PathVerifier(self.config.announce.interval, self.config.announce.verify_rounds))
-        self._restore(durable)
+        self.runner.arrived.update(durable.arrived())  # what the last run left: where it put what,
+        self._interrupted = durable.interrupted()  # and the move it stopped in the middle of
         servers: Servers | None = None
         try:
             async with KernelMonitor() as monitor:
                 await self.view.reread("start")
                 apply_sysctl_policy(self.config, self.view.snapshot())
                 executor.ready_nics(list(self.config.interfaces))
-                self.nics.start(self.view.links, drained=durable.drained)
+                saved = durable.nics if durable.boot_id and durable.boot_id == boot_id() else {}
+                self.nics.start(self.view.links, drained=durable.drained, saved=saved)
                 await self.runner.run_steps(policy.startup_routes(self.config, self.view.snapshot()),
                                             what="start-up route")
-                self.probing.start(self.config)
+                self.probing.start(self.config, {n: r.path for n, r in saved.items()})
                 servers = await Servers.open(self, self.socket_path, self.config.metrics, self.scrape)
                 self._start_refresh()
                 self._tasks.spawn(self.history.worker(self.runner.idle))
@@ -150,20 +153,9 @@ class Daemon:
             lock.release()
         return 0
 
-    def _restore(self, durable: DurableState) -> None:
-        """What the previous run left in the state file, into the parts that own it."""
-        if durable.withdrawn:  # a state file of the first versions kept them there
-            self.executor.withdrawn.load({"routes": {nic: [route_to_doc(r) for r in rs]
-                                                     for nic, rs in durable.withdrawn.items()}})
-        self.runner.arrived.update(durable.arrived())
-        self._interrupted = durable.interrupted()
-
     def _on_hup(self) -> None:
         self._reload = True  # the converge task reloads before its next round
         self._dirty.set()
-
-    def _kill_self(self) -> None:  # the test hook: no flush first, a real crash does none either
-        os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ events
 
@@ -276,8 +268,9 @@ class Daemon:
     async def _persist(self) -> None:
         if self.state is None:
             return
-        self.state.write(await drive(durable_state(self.config, self.view.snapshot(), self.runner.arrived, {},
-                                                   self.nics.drained(), os.getpid(), time.time()), self.runner.idle))
+        self.state.write(await drive(durable_state(self.config, self.view.snapshot(), self.runner.arrived,
+                                                   self.nics.drained(), self.nics.records(), boot_id(), os.getpid(),
+                                                   time.time()), self.runner.idle))
 
     def reload(self) -> None:
         """Read the configuration file again (SIGHUP); an invalid one is refused, the old one stays."""

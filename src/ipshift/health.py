@@ -15,8 +15,11 @@ all that affects the state machine). Its inputs:
   ``ipshift failback`` (no longer drained);
 * :func:`tick` -- the clock.
 
-Link and path combine into one observation (``ok``: link up and the path not
-failed) that drives the states below; a drain does not change the state, it
+Link and path combine into one observation that drives the states below:
+``ok`` is link up and a path that is verified ``up`` -- or not probed, or
+``unverified`` while the caller trusts unverified paths (:func:`trust`: the
+NIC states do while no NIC's path is verified at all, so that a silent probe
+target at boot does not take the whole gateway down); a drain does not change the state, it
 makes the NIC unusable while it lasts. Every function is pure: it returns the
 new value and a tuple of outputs --
 :class:`Failed` (move this NIC's addresses away now), :class:`Recovered`
@@ -112,6 +115,12 @@ class NicHealth:
     link_up: bool = True  # input: the link as the kernel reports it
     path: PathVerdict | None = None  # input: the path probes' verdict (None: not probed)
     drained: bool = False  # input: an operator moved the NIC's addresses away
+    trust_unverified: bool = True  # input: an unverified path counts as up (no NIC's path is verified)
+
+    def observation(self) -> bool:
+        """What the inputs say now: link up and a path that is up (or not judged against it)."""
+        path_ok = self.path is None or self.path == "up" or (self.path == "unverified" and self.trust_unverified)
+        return self.link_up and path_ok
 
     @property
     def usable(self) -> bool:
@@ -129,25 +138,44 @@ class NicHealth:
 
 
 def initial(nic: str, link_ok: bool, now: float, *, path: PathVerdict | None = None,
-            drained: bool = False) -> NicHealth:
+            drained: bool = False, trust_unverified: bool = True) -> NicHealth:
     """At start a NIC with link is up at once (no failback delay before the first placement)."""
-    ok = link_ok and path != "failed"
-    reason = "" if ok else ("no carrier at start" if not link_ok else "path failed before the start")
-    return NicHealth(nic, "up" if ok else "down", now, ok, reason, (), link_ok, path, drained)
+    h = NicHealth(nic, "down", now, False, "", (), link_ok, path, drained, trust_unverified)
+    ok = h.observation()
+    reason = "" if ok else ("no carrier at start" if not link_ok else f"path {path} at start")
+    return replace(h, state="up" if ok else "down", ok=ok, reason=reason)
+
+
+def restored(saved: NicHealth, link_ok: bool, now: float, timing: Timing, *,
+             trust_unverified: bool) -> tuple[NicHealth, tuple[Output, ...]]:
+    """What a previous run of the daemon knew (``saved``: its state, hold-down and path verdict),
+    then what the link says now; the outputs include the wake-ups a returning or held NIC needs."""
+    h = replace(saved, link_up=link_ok, trust_unverified=trust_unverified)
+    h, outputs = observe(h, h.observation(), now, timing, "link lost" if not link_ok else f"path {h.path}")
+    h, more = tick(h, now, timing)
+    return h, outputs + more
 
 
 def link(h: NicHealth, up: bool, now: float, timing: Timing, reason: str = "") -> tuple[NicHealth, tuple[Output, ...]]:
     """The kernel reports the link of ``h.nic`` as ``up`` (``reason`` says why when it is not)."""
     h = replace(h, link_up=up)
-    return observe(h, up and h.path != "failed", now, timing, reason or ("link back" if up else "link lost"),
-                   cause="link")
+    return observe(h, h.observation(), now, timing, reason or ("link back" if up else "link lost"), cause="link")
 
 
 def path(h: NicHealth, verdict: PathVerdict | None, now: float, timing: Timing,
          reason: str = "") -> tuple[NicHealth, tuple[Output, ...]]:
     """The path probes of ``h.nic`` now say ``verdict``."""
     h = replace(h, path=verdict)
-    return observe(h, h.link_up and verdict != "failed", now, timing, reason or f"path {verdict}", cause="path")
+    return observe(h, h.observation(), now, timing, reason or f"path {verdict}", cause="path")
+
+
+def trust(h: NicHealth, unverified_ok: bool, now: float, timing: Timing) -> tuple[NicHealth, tuple[Output, ...]]:
+    """Whether an unverified path counts as up changed (another NIC's path was verified, or none is)."""
+    if unverified_ok == h.trust_unverified:
+        return h, ()
+    h = replace(h, trust_unverified=unverified_ok)
+    why = "path not verified yet (another NIC's is)" if not unverified_ok else "path not verified (no NIC's is)"
+    return observe(h, h.observation(), now, timing, why, cause="path", flap=False)
 
 
 def drain(h: NicHealth, drained: bool) -> tuple[NicHealth, tuple[Output, ...]]:
@@ -173,11 +201,12 @@ def _go(h: NicHealth, event: str, now: float, reason: str) -> NicHealth:
 
 
 def observe(h: NicHealth, ok: bool, now: float, timing: Timing,
-            reason: str = "", cause: Cause = "link") -> tuple[NicHealth, tuple[Output, ...]]:
-    """The combined observation of ``h.nic`` (link up and path not failed) is now ``ok``."""
+            reason: str = "", cause: Cause = "link", flap: bool = True) -> tuple[NicHealth, tuple[Output, ...]]:
+    """The combined observation of ``h.nic`` (link up and path not failed) is now ``ok``. ``flap``:
+    the change counts towards the flap hold-down (a change of policy, :func:`trust`, does not)."""
     if ok == h.ok:
         return h, ()
-    recent = tuple(t for t in h.transitions if now - t < timing.flap_window) + (now,)
+    recent = tuple(t for t in h.transitions if now - t < timing.flap_window) + ((now,) if flap else ())
     h = replace(h, ok=ok, transitions=recent)
     if not ok:
         was = h.usable

@@ -32,6 +32,7 @@ from typing import Literal
 
 from ipshift import health as hl
 from ipshift.config import Config
+from ipshift.journal import NicRecord
 from ipshift.model import Link
 
 log = logging.getLogger("ipshift.nics")
@@ -82,15 +83,30 @@ class NicStates:
         return hl.Timing(delay=fb.delay, flap_count=fb.flap_count, flap_window=fb.flap_window)
 
     def start(self, links: Mapping[str, Link], *, drained: Iterable[str] = (),
-              paths: Mapping[str, hl.PathVerdict] | None = None) -> None:
-        """Every configured NIC's first health, from the links the kernel has now."""
+              saved: Mapping[str, NicRecord] | None = None) -> None:
+        """Every configured NIC's first health: what the last run knew of it (``saved``: path
+        verdict, hold-down, failback delay under way; only from this boot), then the links the
+        kernel has now."""
         now = self._clock()
         drained = set(drained)
         for nic in self._config.interfaces:
-            self._health[nic] = hl.initial(nic, self._link_input(links.get(nic)), now,
-                                           path=(paths or {}).get(nic), drained=nic in drained)
+            link_ok = self._link_input(links.get(nic))
+            r = (saved or {}).get(nic)
+            if r is None:
+                self._health[nic] = hl.initial(nic, link_ok, now, drained=nic in drained)
+            else:
+                path = r.path if r.path in ("unverified", "up", "failed") else None
+                prior = hl.NicHealth(nic, r.state, r.since, r.ok, r.reason, r.transitions,  # type: ignore[arg-type]
+                                     r.ok, path, nic in drained)  # type: ignore[arg-type]
+                self._apply(*hl.restored(prior, link_ok, now, self.timing, trust_unverified=True), at=now)
             h = self._health[nic]
             log.info("%s: %s%s", nic, h.state, f" ({h.reason})" if h.reason else "")
+        self._recheck(now)
+
+    def records(self) -> dict[str, NicRecord]:
+        """What a restart needs of each NIC's health (see :meth:`start`)."""
+        return {nic: NicRecord(h.state, h.since, h.ok, h.reason, h.transitions, h.path)
+                for nic, h in self._health.items()}
 
     def reconfigure(self, config: Config, links: Mapping[str, Link]) -> None:
         """A new configuration: NICs it adds start fresh, NICs it removes are forgotten, the others
@@ -108,6 +124,7 @@ class NicStates:
         for nic in config.interfaces:
             if nic not in self._health:
                 self._health[nic] = hl.initial(nic, self._link_input(links.get(nic)), now)
+        self._recheck(now)
 
     def close(self) -> None:
         for timer in self._timers.values():
@@ -127,10 +144,26 @@ class NicStates:
 
     def path_changed(self, nic: str, verdict: hl.PathVerdict | None, why: str, at: float) -> None:
         """The path prober's verdict for ``nic`` changed (None: no longer probed)."""
-        h = self._health.get(nic)
-        if h is None or h.path == verdict:
-            return
-        self._apply(*hl.path(h, verdict, self._clock(), self.timing, why or f"path {verdict}"), at=at)
+        self.paths_changed([(nic, verdict, why, at)])
+
+    def paths_changed(self, verdicts: Iterable[tuple[str, hl.PathVerdict | None, str, float]]) -> None:
+        """The verdicts of one probe round, taken as one observation: a NIC whose path was just
+        verified does not make another one, verified in the same round, look unverified first."""
+        at = self._clock()
+        for nic, verdict, why, at in verdicts:
+            h = self._health.get(nic)
+            if h is not None and h.path != verdict:
+                self._apply(*hl.path(h, verdict, self._clock(), self.timing, why or f"path {verdict}"), at=at)
+        self._recheck(at)
+
+    def _recheck(self, at: float) -> None:
+        """An unverified path counts as up only while no NIC's path is verified at all: a silent
+        target at boot does not take the gateway down, and a NIC back from a failure (its path
+        judged afresh) takes no address before its path answers."""
+        trust = not any(h.path == "up" for h in self._health.values())
+        for nic, h in list(self._health.items()):
+            if h.trust_unverified != trust:
+                self._apply(*hl.trust(h, trust, self._clock(), self.timing), at=at)
 
     def drain(self, nic: str) -> None:
         """``ipshift failover NIC``: its addresses leave, and stay away until :meth:`undrain`."""

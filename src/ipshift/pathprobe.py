@@ -145,7 +145,8 @@ class PathProber:
     """Probe ``targets`` from each NIC every ``interval``; call ``on_verdict(nic, verdict, why, at)``."""
 
     def __init__(self, targets: Sequence[IPAddress], interval: float, misses: int, rises: int, mode: str,
-                 on_verdict: VerdictCallback, source_for: SourceFor, *, timeout: float | None = None) -> None:
+                 on_verdict: VerdictCallback, source_for: SourceFor, *, timeout: float | None = None,
+                 on_round_end: Callable[[], None] | None = None) -> None:
         self.targets = list(targets)
         self.interval = interval
         self.timeout = min(interval, timeout if timeout is not None else interval / 2)
@@ -153,6 +154,8 @@ class PathProber:
         self.rises = rises
         self.mode = mode
         self.on_verdict = on_verdict
+        self.on_round_end = on_round_end  # after the verdicts of one round: they are one observation
+        self.judging = False  # inside the loop that judges a round
         self.source_for = source_for
         self.nics: dict[str, _Nic] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -244,9 +247,46 @@ class PathProber:
     def _close_round(self) -> None:
         self._closer = None
         now = time.monotonic()
-        for entry in self.nics.values():
-            entry.outstanding = {}  # a reply that comes later does not count
-            self._finish(entry, now)
+        self.judging = True
+        try:
+            for entry in self.nics.values():
+                entry.outstanding = {}  # a reply that comes later does not count
+                self._finish(entry, now)
+        finally:
+            self.judging = False
+        if self.on_round_end is not None:
+            self.on_round_end()
+
+    def reset(self, nic: str, why: str) -> None:
+        """Judge ``nic``'s path afresh (its carrier went: what the probes said before no longer holds)."""
+        entry = self.nics.get(nic)
+        if entry is not None:  # answers to requests sent before the loss do not count either
+            entry.replied = set()
+            entry.outstanding = {}
+        if entry is not None and entry.state != PathState():
+            before = entry.state.verdict
+            entry.state = PathState()
+            if before != "unverified":
+                self.on_verdict(nic, "unverified", why, time.monotonic())
+
+    def reconfigure(self, targets: Sequence[IPAddress], interval: float, misses: int, rises: int, mode: str,
+                    timeout: float | None) -> None:
+        """New probe settings; every NIC keeps its verdict (its sockets are opened again when the
+        families of the targets change)."""
+        families = {t.version for t in self.targets}
+        self.targets = list(targets)
+        self.misses, self.rises, self.mode = misses, rises, mode
+        self.timeout = min(interval, timeout if timeout is not None else interval / 2)
+        if interval != self.interval:
+            self.interval = interval
+            if self._timer is not None:  # the next round on the new schedule
+                self._timer.cancel()
+                loop = asyncio.get_running_loop()
+                self._next = loop.time() + interval
+                self._timer = loop.call_at(self._next, self._round)
+        if {t.version for t in self.targets} != families:
+            for nic, entry in list(self.nics.items()):
+                self.add(nic, entry.index, entry.mac, entry.state)
 
     def _finish(self, entry: _Nic, now: float) -> None:
         answered = round_answered(entry.replied, self.targets, self.mode)

@@ -5,20 +5,24 @@ Theory of operation: :class:`Probing` owns the :class:`~ipshift.pathprobe.PathPr
 configuration, tells it which device each configured NIC is now
 (:meth:`Probing.follow`, on every link event of a NIC: a MAC changed, or the
 device was made again), stops probing from a NIC that is gone or renamed
-away, and hands every verdict change to :meth:`ipshift.nics.NicStates.path_changed`.
-A reload that leaves ``detect.probe`` as it was keeps the prober, and with it
-every verdict; one that changes it starts a new prober.
+away, and has a NIC that lost its link judged afresh (its verdict from before
+the loss says nothing of the path it comes back to). The verdicts of one probe
+round go to :meth:`ipshift.nics.NicStates.paths_changed` together, as one
+observation. A restart starts each NIC from the verdict the last run had; a
+reload keeps every unchanged NIC's verdict, whatever it changes in
+``detect.probe``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 from ipshift.config import Config
 from ipshift.health import PathVerdict
 from ipshift.nics import NicStates
-from ipshift.pathprobe import PathProber
+from ipshift.pathprobe import PathProber, PathState
 from ipshift.view import KernelView
 
 log = logging.getLogger("ipshift.probing")
@@ -29,33 +33,50 @@ class Probing:
         self._view = view
         self._nics = nics
         self.prober: PathProber | None = None
+        self._config: Config | None = None
+        self._round: list[tuple[str, PathVerdict | None, str, float]] = []  # verdicts of the round ending
 
     @property
     def active(self) -> bool:
         return self.prober is not None
 
-    def start(self, config: Config) -> None:
-        """Probe as ``config`` says (stopping the prober there was)."""
+    def start(self, config: Config, saved: Mapping[str, str | None] | None = None) -> None:
+        """Probe as ``config`` says (stopping the prober there was); ``saved``: the verdicts the last
+        run had, each NIC starts from its own."""
         self.stop()
+        self._config = config
         probe = config.detect.probe
         if probe is None:
             for nic in config.interfaces:
                 self._nics.path_changed(nic, None, "", time.monotonic())
             return
         self.prober = PathProber(probe.targets, probe.interval, probe.misses, probe.rises, probe.mode,
-                                 self._verdict, self._view.probe_source, timeout=probe.reply_timeout)
+                                 self._verdict, self._view.probe_source, timeout=probe.reply_timeout,
+                                 on_round_end=self._round_end)
         for nic in config.interfaces:
+            link = self._view.link(nic)
+            verdict = (saved or {}).get(nic)
+            if link is not None and link.mac and verdict in ("up", "failed"):
+                state = PathState(verdict="up" if verdict == "up" else "failed", ever_answered=True)
+                self.prober.add(nic, link.index, link.mac, state)
             self.follow(nic)
-            self._nics.path_changed(nic, self.prober.verdict(nic), "", time.monotonic())
+        self._nics.paths_changed([(nic, self.prober.verdict(nic), "", time.monotonic()) for nic in config.interfaces])
         self.prober.start()
         log.info("path probing %s every %.0f ms from %s (%d misses fail a NIC, %d answers restore it)",
                  ", ".join(map(str, probe.targets)), probe.interval * 1000, ", ".join(sorted(self.prober.nics)),
                  probe.misses, probe.rises)
 
     def reconfigure(self, old: Config, new: Config) -> None:
-        if new.detect.probe != old.detect.probe:
-            self.start(new)
+        """A reload: the prober keeps every unchanged NIC's verdict, whatever changed in
+        ``detect.probe`` (a path that died just before the reload is still failed after it)."""
+        self._config = new
+        probe = new.detect.probe
+        if probe is None or self.prober is None:
+            if probe != old.detect.probe:
+                self.start(new)
             return
+        self.prober.reconfigure(probe.targets, probe.interval, probe.misses, probe.rises, probe.mode,
+                                probe.reply_timeout)
         for nic in set(old.interfaces) - set(new.interfaces):
             self.gone(nic)
         for nic in new.interfaces:
@@ -68,8 +89,10 @@ class Probing:
         link = self._view.link(nic)
         if link is None:
             self.prober.remove(nic)
-        else:
-            self.prober.follow(nic, link.index, link.mac)
+            return
+        self.prober.follow(nic, link.index, link.mac)
+        if not link.healthy and (self._config is None or self._config.detect.link):
+            self.prober.reset(nic, f"{nic} lost its link: its path is judged afresh when it is back")
 
     def gone(self, nic: str) -> None:
         if self.prober is not None:
@@ -82,4 +105,12 @@ class Probing:
 
     def _verdict(self, nic: str, verdict: PathVerdict, why: str, at: float) -> None:
         log.info("%s path %s%s", nic, verdict, f": {why}" if why else "")
-        self._nics.path_changed(nic, verdict, why, at)
+        if self.prober is not None and self.prober.judging:
+            self._round.append((nic, verdict, why, at))  # the round's verdicts go in together
+        else:
+            self._nics.path_changed(nic, verdict, why, at)
+
+    def _round_end(self) -> None:
+        batch, self._round = self._round, []
+        if batch:
+            self._nics.paths_changed(batch)

@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 
 from ipshift import health as hl
 from ipshift.config import Config
-from ipshift.journal import DurableState, Placement
+from ipshift.journal import DurableState, NicRecord, Placement
 from ipshift.metrics import View
-from ipshift.model import Route, Snapshot
+from ipshift.model import Snapshot
 from ipshift.plan import nic_of
 
 SLICE = 256  # addresses between two yields
@@ -135,12 +135,11 @@ def metrics_view(config: Config, snapshot: Snapshot, health: Mapping[str, hl.Nic
 
 
 def durable_state(config: Config, snapshot: Snapshot, arrived: Mapping[str, tuple[str, float]],
-                  withdrawn: Mapping[str, Sequence[Route]], drained: Sequence[str], pid: int,
+                  drained: Sequence[str], nics: Mapping[str, NicRecord], boot: str, pid: int,
                   now: float) -> Sliced[DurableState]:
     """What the state file keeps (see :class:`ipshift.journal.DurableState`)."""
     placements = yield from away_placements(config, snapshot, arrived)
-    return DurableState(pid, now, None, placements, {nic: tuple(r) for nic, r in withdrawn.items()},
-                        tuple(drained))
+    return DurableState(pid, now, None, placements, {}, tuple(drained), boot, dict(nics))
 
 
 def away_placements(config: Config, snapshot: Snapshot,

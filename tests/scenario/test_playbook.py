@@ -397,3 +397,26 @@ def test_a_failed_announcement_is_sent_again_and_the_move_stands() -> None:
         assert not any(s["undo"] for s in m["steps"])
 
     run(scenario())
+
+
+def test_an_unverified_nic_is_no_target_while_another_is_verified() -> None:
+    async def scenario() -> None:
+        cfg = {**CFG, "conflict_check": {"enabled": False},
+               "detect": {"probe": {"targets": ["192.0.2.1"], "interval": "100ms"}}}
+        pb = Playbook(cfg, THREE, HOMES)
+        nics = pb.daemon.nics
+        nics.paths_changed([(n, "unverified", "", pb.clock()) for n in THREE])
+        assert all(nics.usable().values())  # nobody verified: nobody held down (a silent target at boot)
+        nics.paths_changed([("eth1", "up", "", pb.clock()), ("eth2", "up", "", pb.clock())])
+        assert nics.usable() == {"eth0": False, "eth1": True, "eth2": True}
+        assert "not verified" in nics.unhealthy()["eth0"]
+        (rec,) = await pb.converge()  # eth0's address goes to a NIC whose path answers
+        assert rec["nic"] == "eth0" and rec["trigger_kind"] == "path"
+        assert pb.where()["192.0.2.10"] != ["eth0"]
+        nics.paths_changed([("eth0", "up", "path confirmed", pb.clock())])
+        assert not nics.usable()["eth0"]  # verified: back after the failback delay, not at once
+        pb.later(10, "eth0")
+        (back,) = await pb.converge()
+        assert back["kind"] == "failback" and pb.where()["192.0.2.10"] == ["eth0"]
+
+    run(scenario())

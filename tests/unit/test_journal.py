@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipshift import journal
+from ipshift.journal import writer as journal
 from ipshift.journal import (HISTORY_FILE, STATE_FILE, DurableState, InProgress, Journal, Placement, StateFile,
                              read_state, route_to_doc, write_atomic)
 from ipshift.model import Route

@@ -99,10 +99,11 @@ class Withdrawn:
     """See the module docstring. ``persist(ledger)`` makes the ledger durable (synchronously)."""
 
     @classmethod
-    def open(cls, state_dir: str | Path) -> Withdrawn:
+    def open(cls, state_dir: str | Path, legacy: Mapping[str, Sequence[Route]] | None = None) -> Withdrawn:
         """The ledger of ``state_dir/withdrawn.json``, written there (atomically, synchronously) at
         every change. A file that cannot be read is logged and the ledger starts empty; a write that
-        fails is logged and the failover goes on (its addresses matter more than the ledger)."""
+        fails is logged and the failover goes on (its addresses matter more than the ledger).
+        ``legacy``: the withdrawn routes a state file of the first versions kept, merged in."""
         import json
 
         from ipshift.journal import write_atomic
@@ -127,6 +128,8 @@ class Withdrawn:
             log.warning("ignoring unreadable %s: %s", path, exc)
             ledger.routes.clear()
             ledger.moved.clear()
+        for nic, routes in (legacy or {}).items():
+            ledger._keep(nic, routes)
         return ledger
 
     def __init__(self, persist: Callable[[Mapping[str, Any]], None] | None = None) -> None:
