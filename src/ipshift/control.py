@@ -74,32 +74,60 @@ class Controlled(Protocol):
 
 
 class Servers:
-    """The control socket and, when configured, the metrics endpoint."""
+    """The control socket and, when configured, the metrics endpoint; a reload moves either."""
 
-    def __init__(self, control: ControlServer, metrics: asyncio.Server | None) -> None:
-        self.control = control
-        self.metrics = metrics
+    def __init__(self, daemon: Controlled, scrape: Callable[[str], Awaitable[tuple[bytes, str]]]) -> None:
+        self._daemon = daemon
+        self._scrape = scrape
+        self.control: ControlServer | None = None
+        self.metrics: asyncio.Server | None = None
+        self._listen: MetricsConfig | None = None
 
     @classmethod
     async def open(cls, daemon: Controlled, socket_path: str, metrics_listen: MetricsConfig | None,
                    scrape: Callable[[str], Awaitable[tuple[bytes, str]]]) -> Servers:
-        control = ControlServer(daemon, socket_path)
-        await control.start()
-        server = None
-        if metrics_listen is not None:
-            from ipshift import metrics
+        servers = cls(daemon, scrape)
+        await servers.reconfigure(socket_path, metrics_listen)
+        return servers
 
-            try:
-                server = await metrics.serve(metrics_listen.host, metrics_listen.port, scrape)
-                log.info("metrics on http://%s/metrics", metrics_listen.listen)
-            except OSError as exc:  # failover matters more than its metrics: keep running
-                log.error("cannot serve metrics on %s: %s; running without metrics", metrics_listen.listen, exc)
-        return cls(control, server)
+    async def reconfigure(self, socket_path: str, metrics_listen: MetricsConfig | None) -> None:
+        """Serve on ``socket_path`` and ``metrics_listen`` (None: no metrics); what did not change
+        is left as it is. A new control socket that cannot be opened keeps the old one."""
+        if self.control is None or self.control.path != socket_path:
+            control = ControlServer(self._daemon, socket_path)
+            if self.control is None:
+                await control.start()
+            else:
+                try:
+                    await control.start()
+                except (OSError, RuntimeError) as exc:
+                    log.error("cannot listen on %s: %s; the control socket stays %s", socket_path, exc,
+                              self.control.path)
+                    control = self.control
+                else:
+                    await self.control.stop()
+                    log.info("control socket moved to %s", socket_path)
+            self.control = control
+        if metrics_listen != self._listen:
+            if self.metrics is not None:
+                self.metrics.close()
+                self.metrics = None
+            self._listen = metrics_listen
+            if metrics_listen is not None:
+                from ipshift import metrics
+
+                try:
+                    self.metrics = await metrics.serve(metrics_listen.host, metrics_listen.port, self._scrape)
+                    log.info("metrics on http://%s/metrics", metrics_listen.listen)
+                except OSError as exc:  # failover matters more than its metrics: keep running
+                    log.error("cannot serve metrics on %s: %s; running without metrics", metrics_listen.listen,
+                              exc)
 
     async def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
-        await self.control.stop()
+        if self.control is not None:
+            await self.control.stop()
 
 
 class ControlServer:

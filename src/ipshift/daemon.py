@@ -35,8 +35,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ipshift import policy
-from ipshift.config import Config, reload_config
-from ipshift.control import Answer
+from ipshift.config import AddressConfig, Config, reload_config
+from ipshift.control import Answer, Servers
 from ipshift.events import AddressEvent, KernelEvent, LinkEvent, LinkGone, Resync
 from ipshift.journal import StateFile, boot_id
 from ipshift.kernel.withdraw import Withdrawn
@@ -47,6 +47,9 @@ from ipshift.model import IPAddress, Snapshot
 from ipshift.nics import NicStates
 from ipshift.probing import Probing
 from ipshift.plan import converge
+from ipshift.plan.retire import plan_retire
+from ipshift.reload import diff, leaving, still_leaving
+from ipshift.steps import RestoreRoutes
 from ipshift.records import History, Record, RefusalLog
 from ipshift.runner import Executes, PlanRunner, Verifier
 from ipshift.tasks import Tasks, raise_failure
@@ -72,7 +75,8 @@ class Daemon:
         self._dirty, self._stop, self._reload = asyncio.Event(), asyncio.Event(), False
         self._converge_lock = asyncio.Lock()  # one converge at a time: the loop's rounds, the commands
         self._tasks = Tasks()
-        self._refresher: asyncio.Task[None] | None = None
+        self.servers: Servers | None = None
+        self.leaving: dict[str, tuple[str, AddressConfig]] = {}  # no longer configured, on the way home
         self._interrupted: set[IPAddress] = set()  # the addresses of the move a killed previous run left
         self.refusals = RefusalLog()
         self.nics = NicStates(config, on_change=self._dirty.set, clock=clock)
@@ -94,7 +98,6 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
-        from ipshift.control import Servers
         from ipshift.kernel.apply import Executor
         from ipshift.verify import PathVerifier
 
@@ -114,7 +117,7 @@ class Daemon:
         self._attach(executor, PathVerifier(self.config.announce.interval, self.config.announce.verify_rounds))
         self.runner.arrived.update(durable.arrived())  # what the last run left: where it put what,
         self._interrupted = durable.interrupted()  # and the move it stopped in the middle of
-        servers: Servers | None = None
+        self.leaving = durable.leaving_addresses()
         try:
             async with KernelMonitor() as monitor:
                 await self.view.reread("start")
@@ -125,8 +128,8 @@ class Daemon:
                 await self.runner.run_steps(policy.startup_routes(self.config, self.view.snapshot()),
                                             what="start-up route")
                 self.probing.start(self.config, {n: r.path for n, r in saved.items()})
-                servers = await Servers.open(self, self.socket_path, self.config.metrics, self.scrape)
-                self._start_refresh()
+                self.servers = await Servers.open(self, self.socket_path, self.config.metrics, self.scrape)
+                self.runner.refresh(lambda: policy.refresh_announcements(self.config, self.view.snapshot()))
                 self._tasks.spawn(self.history.worker(self.runner.idle))
                 converger = self._tasks.spawn(self._converge_loop())
                 self._dirty.set()
@@ -143,8 +146,8 @@ class Daemon:
             await self._tasks.cancel()
             self.nics.close()
             self.probing.stop()
-            if servers is not None:
-                await servers.close()
+            if self.servers is not None:
+                await self.servers.close()
             await self.runner.close()
             self.history.close()
             await self._persist()
@@ -192,11 +195,8 @@ class Daemon:
                 raise AssertionError(f"unknown kernel event {ev!r}")
 
     def _link(self, nic: str, at: float, reason: str = "") -> None:
-        if nic not in self.config.interfaces:
-            return
-        link = self.view.link(nic)
-        self.nics.link_changed(nic, link, at, reason if link is None or not link.healthy else "")
-        self.probing.follow(nic)
+        if nic in self.config.interfaces:
+            self.probing.link(nic, at, reason)
 
     def _gone(self, name: str, at: float, why: str) -> None:
         if name in self.config.interfaces:
@@ -234,7 +234,7 @@ class Daemon:
         """Converge until nothing is left to do (at most MAX_ROUNDS plans in a row); the records."""
         if self._reload:
             self._reload = False
-            self.reload()
+            await self.reload()
         done: list[Record] = []
         for _ in range(MAX_ROUNDS):
             recs = await self.converge_once()
@@ -248,6 +248,7 @@ class Daemon:
                                            self.nics.usable())
             self._interrupted = set()
             await self.runner.run_steps(again, what="again, as the previous run stopped in the middle of its move")
+        self.leaving = still_leaving(self.leaving, self.view.snapshot())
         self.runner.findings.clear()
         self.runner.restored.clear()
         self.nics.failback_done()
@@ -257,10 +258,11 @@ class Daemon:
 
     async def converge_once(self, *, only: str | None = None) -> list[Record]:
         """Plan and run what brings the kernel to the configured placement. Returns the records."""
-        plans = converge(self.config, self.view.snapshot(), self.nics.usable(), unhealthy=self.nics.unhealthy(),
-                         bring_back=self.nics.bring_back(), conflicts=self.runner.findings,
-                         saved=self.executor.withdrawn.routes,
+        snap, usable = self.view.snapshot(), self.nics.usable()
+        plans = converge(self.config, snap, usable, unhealthy=self.nics.unhealthy(), bring_back=self.nics.bring_back(),
+                         conflicts=self.runner.findings, saved=self.executor.withdrawn.routes,
                          restore=self.executor.withdrawn.pending() - self.runner.restored)
+        plans += plan_retire(self.config, snap, self.leaving, usable)
         self.refusals.seen(plans, only)
         return [await self.runner.run(plan, self.nics.take_trigger(plan.failed, plan.kind)) for plan in plans
                 if (plan.moves or plan.postlude) and (only is None or plan.failed == only)]
@@ -270,27 +272,28 @@ class Daemon:
             return
         self.state.write(await drive(durable_state(self.config, self.view.snapshot(), self.runner.arrived,
                                                    self.nics.drained(), self.nics.records(), boot_id(), os.getpid(),
-                                                   time.time()), self.runner.idle))
+                                                   time.time(), self.leaving), self.runner.idle))
 
-    def reload(self) -> None:
-        """Read the configuration file again (SIGHUP); an invalid one is refused, the old one stays."""
+    async def reload(self) -> None:
+        """Read the configuration file again (SIGHUP) and apply it as a diff (:mod:`ipshift.reload`);
+        an invalid one is refused, the old one stays."""
         new = reload_config(self.config_path, self.config)
-        if new is not None:
-            old, self.config = self.config, new
-            self.runner.config = new
-            self.nics.reconfigure(new, self.view.links)
-            self.probing.reconfigure(old, new)
-            if new.announce.refresh != old.announce.refresh:
-                self._start_refresh()
-            apply_sysctl_policy(self.config, self.view.snapshot())
-
-    def _start_refresh(self) -> None:
-        """``announce.refresh`` as configured now (no task at all when it is off)."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-        every = self.config.announce.refresh
-        self._refresher = self._tasks.spawn(self.runner.refresh(every, lambda: policy.refresh_announcements(
-            self.config, self.view.snapshot()))) if every else None
+        if new is None:
+            return
+        old, self.config = self.config, new
+        change = diff(old, new)
+        self.leaving.update(leaving(old, change, self.view.snapshot()))
+        self.runner.config = new
+        self.nics.reconfigure(new, self.view.links)
+        self.probing.reconfigure(old, new)
+        gone = [RestoreRoutes(n) for n in sorted(change.removed_nics) if n in self.executor.withdrawn.pending()]
+        await self.runner.run_steps(gone, what="the routes of a NIC no longer configured")
+        if change.refresh:
+            self.runner.refresh(lambda: policy.refresh_announcements(self.config, self.view.snapshot()))
+        if change.servers and self.servers is not None:
+            self.socket_path = new.socket if self.socket_path == old.socket else self.socket_path
+            await self.servers.reconfigure(self.socket_path, new.metrics)
+        apply_sysctl_policy(self.config, self.view.snapshot())
 
     # ------------------------------------------------------------------ operators
 

@@ -82,6 +82,13 @@ class Probing:
         for nic in new.interfaces:
             self.follow(nic)
 
+    def link(self, nic: str, at: float, reason: str = "") -> None:
+        """A link event of configured NIC ``nic`` (None in the view: gone): into the NIC states, and
+        the prober follows the device."""
+        link = self._view.link(nic)
+        self._nics.link_changed(nic, link, at, reason if link is None or not link.healthy else "")
+        self.follow(nic)
+
     def follow(self, nic: str) -> None:
         """``nic``'s device as the view has it now."""
         if self.prober is None:

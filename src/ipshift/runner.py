@@ -90,6 +90,7 @@ class PlanRunner:
         self.restored: set[str] = set()  # NICs whose withdrawn routes were tried this round
         self.arrived: dict[str, tuple[str, float]] = {}
         self._tasks = Tasks()
+        self._refresher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ plans
 
@@ -214,9 +215,15 @@ class PlanRunner:
                     log.info("%s: %s", what, st.describe())
         return errors
 
-    async def refresh(self, every: float, steps: Callable[[], Sequence[Step]]) -> None:
-        """``announce.refresh``: run ``steps()`` every ``every`` seconds, in slices of 256, never
-        while a plan runs. Runs until cancelled."""
+    def refresh(self, steps: Callable[[], Sequence[Step]]) -> None:
+        """``announce.refresh`` as configured now: ``steps()`` run every so often, in slices of 256,
+        never while a plan runs (no task at all when it is off; a new call replaces the last)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        every = self.config.announce.refresh
+        self._refresher = self._tasks.spawn(self._refresh(every, steps)) if every else None
+
+    async def _refresh(self, every: float, steps: Callable[[], Sequence[Step]]) -> None:
         while True:
             await asyncio.sleep(every)
             todo = steps()

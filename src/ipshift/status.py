@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ipshift import health as hl
-from ipshift.config import Config
+from ipshift.config import AddressConfig, Config
 from ipshift.journal import DurableState, NicRecord, Placement
 from ipshift.metrics import View
 from ipshift.model import Snapshot
@@ -135,11 +135,12 @@ def metrics_view(config: Config, snapshot: Snapshot, health: Mapping[str, hl.Nic
 
 
 def durable_state(config: Config, snapshot: Snapshot, arrived: Mapping[str, tuple[str, float]],
-                  drained: Sequence[str], nics: Mapping[str, NicRecord], boot: str, pid: int,
-                  now: float) -> Sliced[DurableState]:
+                  drained: Sequence[str], nics: Mapping[str, NicRecord], boot: str, pid: int, now: float,
+                  leaving: Mapping[str, tuple[str, AddressConfig]]) -> Sliced[DurableState]:
     """What the state file keeps (see :class:`ipshift.journal.DurableState`)."""
     placements = yield from away_placements(config, snapshot, arrived)
-    return DurableState(pid, now, None, placements, {}, tuple(drained), boot, dict(nics))
+    return DurableState(pid, now, None, placements, {}, tuple(drained), boot, dict(nics),
+                        {a: (home, addr.mac, addr.vlan) for a, (home, addr) in leaving.items()})
 
 
 def away_placements(config: Config, snapshot: Snapshot,

@@ -229,3 +229,35 @@ def test_concurrent_connections_are_bounded(tmp_path: Path, monkeypatch: pytest.
                 w.close()
 
     run(tmp_path, scenario)
+
+
+def test_a_reload_moves_the_control_socket_and_starts_the_metrics(tmp_path: Path) -> None:
+    from ipshift.config import MetricsConfig
+    from ipshift.control import Servers
+
+    async def scrape(accept: str) -> tuple[bytes, str]:
+        return b"ipshift_ready 1\n", "text/plain"
+
+    async def scenario() -> None:
+        first, moved = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+        servers = await Servers.open(FakeDaemon(), first, None, scrape)
+        try:
+            await status_works(first)
+            import socket as so
+
+            with so.socket() as probe:  # a free loopback port for the metrics
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            await servers.reconfigure(moved, MetricsConfig(listen=f"127.0.0.1:{port}"))
+            await status_works(moved)
+            assert not os.path.exists(first) and servers.metrics is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert b"ipshift_ready 1" in await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            await servers.reconfigure(moved, None)
+            assert servers.metrics is None
+        finally:
+            await servers.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))

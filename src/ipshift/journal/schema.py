@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ipshift.config import AddressConfig
 from ipshift.model import IPAddress, Route
 
 log = logging.getLogger("ipshift.journal")
@@ -73,6 +74,8 @@ class DurableState:
     drained: tuple[str, ...] = ()
     boot_id: str = ""  # the kernel's boot id when ``nics`` was written
     nics: Mapping[str, NicRecord] = field(default_factory=dict)
+    # addresses that left the configuration, on their way home: address/prefix -> (home, mac, vlan)
+    leaving: Mapping[str, tuple[str, str, int | None]] = field(default_factory=dict)
 
     def arrived(self) -> dict[str, tuple[str, float]]:
         """address -> (device, since) of the placements, as the plan runner keeps them."""
@@ -85,6 +88,18 @@ class DurableState:
         log.warning("the previous run stopped in the middle of: %s; converging from the kernel's state",
                     self.in_progress.what)
         return {ipaddress.ip_interface(m[0]).ip for m in self.in_progress.moves}
+
+    def leaving_addresses(self) -> dict[str, tuple[str, AddressConfig]]:
+        """``leaving`` as the daemon keeps it: address/prefix -> (home, its configuration)."""
+        from pydantic import ValidationError
+
+        out: dict[str, tuple[str, AddressConfig]] = {}
+        for a, (home, mac, vlan) in self.leaving.items():
+            try:
+                out[a] = (home, AddressConfig.model_validate({"address": a, "mac": mac, "vlan": vlan}))
+            except ValidationError:
+                log.warning("state file: ignoring leaving %s: not an address of a configuration", _show(a))
+        return out
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -99,6 +114,7 @@ class DurableState:
             "boot_id": self.boot_id,
             "nics": {nic: {"state": r.state, "since": r.since, "ok": r.ok, "reason": r.reason,
                            "transitions": list(r.transitions), "path": r.path} for nic, r in self.nics.items()},
+            "leaving": {a: {"home": h, "mac": m, "vlan": v} for a, (h, m, v) in self.leaving.items()},
         }
 
     @classmethod
@@ -129,7 +145,8 @@ class DurableState:
                     drained=part("drained", list, (), lambda v: tuple(_keep("drained", v, lambda _, n: _of(n, str),
                                                                             bad).values())),
                     boot_id=part("boot_id", str, ""),
-                    nics=part("nics", dict, {}, lambda d: _keep("nics", d, _nic_record, bad)))
+                    nics=part("nics", dict, {}, lambda d: _keep("nics", d, _nic_record, bad)),
+                    leaving=part("leaving", dict, {}, lambda d: _keep("leaving", d, _leaving, bad)))
         if bad:
             log.warning("%s: ignoring %s", source, "; ".join(bad))
         return state
@@ -193,6 +210,15 @@ def _nic_record(nic: str, v: Any) -> NicRecord:
     transitions = tuple(_of(t, float) for t in _field(d, "transitions", list, []))
     return NicRecord(state, _field(d, "since", float), _field(d, "ok", bool), _field(d, "reason", str, ""),
                      transitions, path)
+
+
+def _leaving(address: str, v: Any) -> tuple[str, str, int | None]:
+    ipaddress.ip_interface(address)  # a ValueError naming it
+    d = _of(v, dict)
+    mac = _field(d, "mac", str, "stay")
+    if mac not in ("stay", "move"):
+        raise ValueError(f"mac: {_show(mac)}")
+    return (_field(d, "home", str), mac, _field(d, "vlan", int, None))
 
 
 def _in_progress(d: dict[str, Any], bad: list[str]) -> InProgress:

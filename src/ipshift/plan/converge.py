@@ -32,7 +32,7 @@ from ipshift.plan.builders import (
 from ipshift.plan.checks import (
     Candidate, Load, addresses_on, evaluate, is_managed_address, managed_devices, nic_of, present_count,
 )
-from ipshift.steps import AddMacvlan, DelLink, DemoteRoutes, RestoreRoutes, Step
+from ipshift.steps import AddAddress, AddMacvlan, Announce, DelAddress, DelLink, DemoteRoutes, RestoreRoutes, Step
 
 PlanKind = Literal["failover", "failback"]
 
@@ -193,6 +193,11 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         if home_dev in holders:
             extra = tuple(h for h in holders if h != home_dev and h in managed)
             steps: tuple[Step, ...] = settle_steps(config, snapshot, nic, addr, home_dev, extra, managed, ledger)
+            here = next(a for a in snapshot.where_is(iface.ip) if a.ifname == home_dev)
+            if here.interface != iface:  # a reload changed its prefix: the kernel's goes, the new one comes
+                steps = (DelAddress(home_dev, here.interface), AddAddress(home_dev, iface, nodad=iface.version == 6),
+                         Announce(home_dev, iface.ip, config.announce.count, config.announce.interval),
+                         *[st for st in steps if not isinstance(st, Announce)])
             if steps:
                 moves.append(Move(iface, nic, extra[0] if extra else home_dev, nic, home_dev, steps))
             continue
