@@ -285,13 +285,13 @@ def test_reload_places_a_new_address_and_refuses_a_bad_file(tmp_path: Path, capl
         pb = Playbook(cfg, THREE, HOMES, path=tmp_path / "ipshift.yaml")
         new = {**cfg, "interfaces": {**cfg["interfaces"], "eth2": {"addresses": ["192.0.2.12/24", "192.0.2.13/24"]}}}
         pb.path.write_text(yaml.safe_dump(new))  # type: ignore[union-attr]
-        pb.daemon.reload()
+        await pb.daemon.reload()
         (rec,) = await pb.converge()
         assert rec["kind"] == "failback" and rec["trigger"] == "placement"
         assert pb.where()["192.0.2.13"] == ["eth2"]
         pb.path.write_text("interfaces: {eth0: {addresses: [nonsense]}}\n")  # type: ignore[union-attr]
         with caplog.at_level(logging.ERROR, logger="ipshift.config"):
-            pb.daemon.reload()
+            await pb.daemon.reload()
         assert "reload refused" in caplog.text and "ipshift.yaml:1" in caplog.text
         assert "eth2" in pb.daemon.config.interfaces and await pb.converge() == []  # nothing lost
 
