@@ -118,6 +118,7 @@ class Daemon:
         self.runner.arrived.update(durable.arrived())  # what the last run left: where it put what,
         self._interrupted = durable.interrupted()  # and the move it stopped in the middle of
         self.leaving = durable.leaving_addresses()
+        self.view.remember(durable.seen_links())
         try:
             async with KernelMonitor() as monitor:
                 await self.view.reread("start")
@@ -261,7 +262,8 @@ class Daemon:
         snap, usable = self.view.snapshot(), self.nics.usable()
         plans = converge(self.config, snap, usable, unhealthy=self.nics.unhealthy(), bring_back=self.nics.bring_back(),
                          conflicts=self.runner.findings, saved=self.executor.withdrawn.routes,
-                         restore=self.executor.withdrawn.pending() - self.runner.restored)
+                         restore=self.executor.withdrawn.pending() - self.runner.restored,
+                         last_seen=self.view.remembered())
         plans += plan_retire(self.config, snap, self.leaving, usable)
         self.refusals.seen(plans, only)
         return [await self.runner.run(plan, self.nics.take_trigger(plan.failed, plan.kind)) for plan in plans
@@ -272,7 +274,7 @@ class Daemon:
             return
         self.state.write(await drive(durable_state(self.config, self.view.snapshot(), self.runner.arrived,
                                                    self.nics.drained(), self.nics.records(), boot_id(), os.getpid(),
-                                                   time.time(), self.leaving), self.runner.idle))
+                                                   time.time(), self.leaving, self.view.remembered()), self.runner.idle))
 
     async def reload(self) -> None:
         """Read the configuration file again (SIGHUP) and apply it as a diff (:mod:`ipshift.reload`);

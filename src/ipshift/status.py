@@ -29,7 +29,7 @@ from ipshift import health as hl
 from ipshift.config import AddressConfig, Config
 from ipshift.journal import DurableState, NicRecord, Placement
 from ipshift.metrics import View
-from ipshift.model import Snapshot
+from ipshift.model import Link, Snapshot
 from ipshift.plan import nic_of
 
 SLICE = 256  # addresses between two yields
@@ -136,11 +136,13 @@ def metrics_view(config: Config, snapshot: Snapshot, health: Mapping[str, hl.Nic
 
 def durable_state(config: Config, snapshot: Snapshot, arrived: Mapping[str, tuple[str, float]],
                   drained: Sequence[str], nics: Mapping[str, NicRecord], boot: str, pid: int, now: float,
-                  leaving: Mapping[str, tuple[str, AddressConfig]]) -> Sliced[DurableState]:
-    """What the state file keeps (see :class:`ipshift.journal.DurableState`)."""
+                  leaving: Mapping[str, tuple[str, AddressConfig]], seen: Mapping[str, Link]) -> Sliced[DurableState]:
+    """What the state file keeps (see :class:`ipshift.journal.DurableState`); ``seen``: every device
+    as last seen, of which the configured NICs' ifindex and MAC are kept."""
     placements = yield from away_placements(config, snapshot, arrived)
     return DurableState(pid, now, None, placements, {}, tuple(drained), boot, dict(nics),
-                        {a: (home, addr.mac, addr.vlan) for a, (home, addr) in leaving.items()})
+                        {a: (home, addr.mac, addr.vlan) for a, (home, addr) in leaving.items()},
+                        {n: (seen[n].index, seen[n].mac) for n in config.interfaces if n in seen and seen[n].mac})
 
 
 def away_placements(config: Config, snapshot: Snapshot,

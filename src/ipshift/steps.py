@@ -140,12 +140,35 @@ class AddVlan:
 
 @dataclass(frozen=True, slots=True)
 class DelLink:
-    """Remove a device ipshift created (a macvlan or VLAN device left without addresses)."""
+    """Remove a device ipshift created (a macvlan or VLAN device left without addresses); with
+    ``if_empty``, only if it holds no global address when the step runs."""
 
     name: str
+    if_empty: bool = False
 
     def describe(self) -> str:
-        return f"remove device {self.name}"
+        return f"remove device {self.name}" + (" (if it holds no address)" if self.if_empty else "")
+
+
+@dataclass(frozen=True, slots=True)
+class SetMac:
+    """Give ``ifname`` the MAC ``mac``: a failed NIC whose own MAC now lives on a macvlan elsewhere
+    gets a stand-in, so that it sends nothing from that MAC when it comes back (the switch would
+    learn the MAC on the wrong port); failback gives it its own again."""
+
+    ifname: str
+    mac: str
+
+    def describe(self) -> str:
+        return f"set the MAC of {self.ifname} to {self.mac}"
+
+
+def stand_in_mac(mac: str) -> str:
+    """A locally administered MAC for a NIC whose own ``mac`` lives elsewhere (deterministic)."""
+    octets = [int(x, 16) for x in mac.split(":")]
+    octets[0] = (octets[0] | 0x02) & 0xFE
+    octets[3:] = [o ^ 0x5A for o in octets[3:]]
+    return ":".join(f"{o:02x}" for o in octets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +227,7 @@ class Announce:
 
 Step = (
     CheckConflict | SaveRoutes | MoveRoutes | DemoteRoutes | RestoreRoutes | DelAddress | DelRoute | DelNeighbours
-    | AddMacvlan | AddVlan | DelLink | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
+    | AddMacvlan | AddVlan | DelLink | SetMac | AddAddress | AddRoute | FlushNeighbours | FlushRouteCache | Announce
 )
 
 class Conflict(str):
@@ -213,7 +236,7 @@ class Conflict(str):
 
 
 StepOp = Literal[
-    "CheckConflict", "SaveRoutes", "MoveRoutes", "DemoteRoutes", "RestoreRoutes", "DelAddress", "DelRoute", "DelNeighbours", "AddMacvlan",
+    "CheckConflict", "SaveRoutes", "MoveRoutes", "DemoteRoutes", "SetMac", "RestoreRoutes", "DelAddress", "DelRoute", "DelNeighbours", "AddMacvlan",
     "AddVlan", "DelLink", "AddAddress", "AddRoute", "FlushNeighbours", "FlushRouteCache", "Announce",
 ]
 STEP_OPS: frozenset[str] = frozenset(get_args(StepOp))
@@ -241,4 +264,4 @@ def inverse(step: Step) -> Step | None:
         case AddMacvlan(name=name) | AddVlan(name=name):
             return DelLink(name)
         case _:
-            return None
+            return None  # SetMac too: the stand-in is harmless, and a NIC's own MAC returns at failback

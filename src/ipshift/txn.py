@@ -38,7 +38,7 @@ from typing import Literal
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, Conflict, DelAddress, DelLink,
     DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, MoveRoutes, RestoreRoutes, SaveRoutes,
-    Step, inverse,
+    SetMac, Step, inverse,
 )
 
 ConflictMode = Literal["strict", "optimistic"]
@@ -125,7 +125,7 @@ def transaction(steps: Sequence[Step], mode: ConflictMode) -> Generator[Command,
 # The order of step kinds within any move (failover, failback, settling): a phase runs the earliest
 # kind any move waits on. Make before break: an address is added and announced before it leaves.
 ORDER: tuple[type, ...] = (
-    CheckConflict, AddVlan, AddMacvlan, AddAddress, Announce, SaveRoutes, DelAddress, DelRoute, AddRoute,
+    CheckConflict, AddVlan, AddMacvlan, SetMac, AddAddress, Announce, SaveRoutes, DelAddress, DelRoute, AddRoute,
     DelNeighbours, FlushNeighbours, FlushRouteCache, MoveRoutes, DelLink, DemoteRoutes, RestoreRoutes,
 )
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ipshift.model import Address, IPAddress, IPInterface, Link, Route, Snapshot
-from ipshift.steps import AddAddress, AddRoute, DelAddress, DelRoute, MoveRoutes, Step
+from ipshift.steps import AddAddress, AddRoute, DelAddress, DelLink, DelRoute, MoveRoutes, Step
 
 log = logging.getLogger("ipshift.view")
 
@@ -93,6 +93,7 @@ class KernelView:
         self._overlays: list[_Overlay] = []
         self._cached: Snapshot | None = None
         self._on_device: dict[str, tuple[Address, ...]] = {}  # addresses per device, built on demand
+        self._last_seen: dict[str, Link] = {}  # devices that are gone, as they were last seen
 
     def listen(self, listener: LinkListener) -> None:
         """From now on, tell ``listener`` of every link learnt or forgotten (and of those known now)."""
@@ -115,6 +116,16 @@ class KernelView:
     @property
     def links(self) -> Mapping[str, Link]:
         return self._links
+
+    def remembered(self) -> dict[str, Link]:
+        """Every device the view knows or knew: the gone ones as they were last seen (a deleted
+        NIC's MAC still moves with its ``mac: move`` addresses)."""
+        return {**self._last_seen, **self._links}
+
+    def remember(self, links: Mapping[str, Link]) -> None:
+        """Devices a previous run saw (the state file): known as gone unless the kernel has them."""
+        for name, link in links.items():
+            self._last_seen.setdefault(name, link)
 
     @property
     def rereads_running(self) -> int:
@@ -195,6 +206,9 @@ class KernelView:
                     changes.append((True, Route(dst=dst, ifname=ifname, gateway=via, metric=metric)))
                 case DelRoute(dst=dst, ifname=ifname, via=via):
                     changes.append((False, Route(dst=dst, ifname=ifname, gateway=via)))
+                case DelLink(name=name):  # (an if_empty one that found an address did not run: the
+                    # re-read after the round shows it again)
+                    self.remove_link(name)
                 case MoveRoutes(source=source, target=target, routes=routes):
                     for r in routes:
                         changes.append((False, replace(r, ifname=source)))
@@ -239,6 +253,7 @@ class KernelView:
             else:
                 addresses[key] = addr
         self._base = replace(snap, links=(), addresses=())
+        self._last_seen.update({n: l for n, l in self._links.items() if n not in links})
         self._links = links
         self._addresses = addresses
         self._cached = None
@@ -250,7 +265,9 @@ class KernelView:
     # ------------------------------------------------------------------ internals
 
     def _forget(self, name: str, keep_addresses_as: str | None = None) -> None:
-        self._links.pop(name, None)
+        gone = self._links.pop(name, None)
+        if gone is not None:
+            self._last_seen[name] = gone
         moved = {k: a for k, a in self._addresses.items() if k[0] == name}
         for key in moved:
             del self._addresses[key]

@@ -420,3 +420,56 @@ def test_an_unverified_nic_is_no_target_while_another_is_verified() -> None:
         assert back["kind"] == "failback" and pb.where()["192.0.2.10"] == ["eth0"]
 
     run(scenario())
+
+
+# --------------------------------------------------------------------------- the device life cycle
+
+
+def test_a_nic_deleted_while_the_monitor_overran_is_still_failed() -> None:
+    async def scenario() -> None:
+        from ipshift.events import Resync
+
+        pb = Playbook({**CFG, "conflict_check": {"enabled": False}}, THREE, HOMES)
+        pb.kernel.links.pop("eth0")  # deleted; the notification was lost in the overrun
+        pb.kernel.addresses = {k: a for k, a in pb.kernel.addresses.items() if k[0] != "eth0"}
+        await pb.daemon.dispatch(Resync("netlink receive buffer overrun (ENOBUFS)", pb.clock()))
+        assert not pb.daemon.nics.usable()["eth0"]
+        (rec,) = await pb.converge()
+        assert rec["nic"] == "eth0" and rec["moves"][0]["ok"] and pb.where()["192.0.2.10"] != ["eth0"]
+
+    run(scenario())
+
+
+def test_a_deleted_nics_mac_still_moves_with_its_address() -> None:
+    async def scenario() -> None:
+        cfg = {**CFG, "conflict_check": {"enabled": False},
+               "interfaces": {**CFG["interfaces"], "eth0": {"addresses": [{"address": "192.0.2.10/24", "mac": "move"}]}}}
+        pb = Playbook(cfg, THREE, HOMES)
+        mac = pb.kernel.links["eth0"].mac
+        await pb.gone("eth0")
+        (rec,) = await pb.converge()
+        assert rec["moves"][0]["ok"] and pb.where()["192.0.2.10"] == ["ipsmv2"]
+        assert pb.kernel.links["ipsmv2"].mac == mac  # remembered from before the device went
+
+    run(scenario())
+
+
+def test_an_empty_macvlan_left_behind_is_removed_and_a_nic_whose_mac_moved_gets_a_stand_in() -> None:
+    async def scenario() -> None:
+        from ipshift.model import Link
+        from ipshift.steps import stand_in_mac
+
+        cfg = {**CFG, "conflict_check": {"enabled": False},
+               "interfaces": {**CFG["interfaces"], "eth0": {"addresses": [{"address": "192.0.2.10/24", "mac": "move"}]}}}
+        pb = Playbook(cfg, THREE, HOMES)
+        stray = Link("ipsmv9", 9, "02:00:00:00:00:99", True, True, "UP", "macvlan", parent=3)  # on eth1, empty
+        pb.kernel.links["ipsmv9"] = stray
+        await pb.link(stray)
+        (rec,) = await pb.converge()
+        assert [s["op"] for s in rec["nic_steps"]] == ["DelLink"] and "ipsmv9" not in pb.kernel.links
+        mac = pb.kernel.links["eth0"].mac
+        await pb.carrier("eth0", False)
+        (rec,) = await pb.converge()
+        assert "set the MAC of eth0 to " + stand_in_mac(mac) in pb.kernel.ran
+
+    run(scenario())

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ipshift.config import AddressConfig
-from ipshift.model import IPAddress, Route
+from ipshift.model import IPAddress, Link, Route
 
 log = logging.getLogger("ipshift.journal")
 T = TypeVar("T")
@@ -76,6 +76,11 @@ class DurableState:
     nics: Mapping[str, NicRecord] = field(default_factory=dict)
     # addresses that left the configuration, on their way home: address/prefix -> (home, mac, vlan)
     leaving: Mapping[str, tuple[str, str, int | None]] = field(default_factory=dict)
+    seen: Mapping[str, tuple[int, str]] = field(default_factory=dict)  # NIC -> (ifindex, MAC) last seen
+
+    def seen_links(self) -> dict[str, Link]:
+        """``seen`` as links that are gone (what a deleted NIC's ``mac: move`` addresses need)."""
+        return {nic: Link(nic, index, mac, False, False, "NOTPRESENT") for nic, (index, mac) in self.seen.items()}
 
     def arrived(self) -> dict[str, tuple[str, float]]:
         """address -> (device, since) of the placements, as the plan runner keeps them."""
@@ -115,6 +120,7 @@ class DurableState:
             "nics": {nic: {"state": r.state, "since": r.since, "ok": r.ok, "reason": r.reason,
                            "transitions": list(r.transitions), "path": r.path} for nic, r in self.nics.items()},
             "leaving": {a: {"home": h, "mac": m, "vlan": v} for a, (h, m, v) in self.leaving.items()},
+            "seen": {nic: {"index": i, "mac": m} for nic, (i, m) in self.seen.items()},
         }
 
     @classmethod
@@ -146,7 +152,8 @@ class DurableState:
                                                                             bad).values())),
                     boot_id=part("boot_id", str, ""),
                     nics=part("nics", dict, {}, lambda d: _keep("nics", d, _nic_record, bad)),
-                    leaving=part("leaving", dict, {}, lambda d: _keep("leaving", d, _leaving, bad)))
+                    leaving=part("leaving", dict, {}, lambda d: _keep("leaving", d, _leaving, bad)),
+                    seen=part("seen", dict, {}, lambda d: _keep("seen", d, _seen, bad)))
         if bad:
             log.warning("%s: ignoring %s", source, "; ".join(bad))
         return state
@@ -210,6 +217,11 @@ def _nic_record(nic: str, v: Any) -> NicRecord:
     transitions = tuple(_of(t, float) for t in _field(d, "transitions", list, []))
     return NicRecord(state, _field(d, "since", float), _field(d, "ok", bool), _field(d, "reason", str, ""),
                      transitions, path)
+
+
+def _seen(nic: str, v: Any) -> tuple[int, str]:
+    d = _of(v, dict)
+    return (_field(d, "index", int), _field(d, "mac", str))
 
 
 def _leaving(address: str, v: Any) -> tuple[str, str, int | None]:

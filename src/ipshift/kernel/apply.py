@@ -40,12 +40,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ipshift.kernel import batch as nb
 from ipshift.kernel.netlinkops import dump, flush_neighbours, tolerate
+from ipshift.kernel.sysctl import promote_secondaries
 from ipshift.kernel.withdraw import ALREADY_DONE, ALREADY_GONE, Withdrawn
 from ipshift.model import IPAddress, IPInterface, IPNetwork
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, Conflict, DelAddress, DelLink,
     DelNeighbours, DelRoute, DemoteRoutes, FlushNeighbours, FlushRouteCache, MoveRoutes, RestoreRoutes, SaveRoutes,
-    Step,
+    SetMac, Step,
 )
 from ipshift.tasks import Tasks
 from ipshift.wire.arp import build_gratuitous_arp
@@ -174,20 +175,9 @@ class Executor:
 
     def keep_secondaries(self, ifname: str) -> None:
         """Removing a primary IPv4 address deletes its subnet's secondaries unless this is on."""
-        if ifname in self._promoted:
-            return
-        path = f"{self.proc_sys}/net/ipv4/conf/{ifname}/promote_secondaries"
-        try:
-            with open(path) as f:
-                current = f.read().strip()
-            if current != "1":
-                with open(path, "w") as f:
-                    f.write("1")
-                log.info("set promote_secondaries=1 on %s so that removing a primary address keeps "
-                         "the secondaries of its subnet", ifname)
-        except OSError as exc:
-            log.warning("cannot set promote_secondaries on %s: %s", ifname, exc)
-        self._promoted.add(ifname)
+        if ifname not in self._promoted:
+            promote_secondaries(ifname, self.proc_sys)
+            self._promoted.add(ifname)
 
     # ------------------------------------------------------------------ batches
 
@@ -348,13 +338,19 @@ class Executor:
                                                             vlan_id=vlan, **kw))
                 idx = await self._ifindex(name, fresh=True)
                 await self.ipr.link("set", index=idx, state="up")
-            case DelLink(name=name):
+            case DelLink(name=name, if_empty=if_empty):
                 try:
                     idx = await self._ifindex(name, fresh=True)
                 except LookupError:
                     return
+                if if_empty and any(m.get("scope", 0) == 0 for m in await dump(self.ipr.get_addr(index=idx))):
+                    return  # it got an address since the plan was made: it serves
                 await tolerate(ALREADY_GONE, self.ipr.link("del", index=idx))
                 self.forget_link(name)
+            case SetMac(ifname=ifname, mac=mac):
+                idx = await self._ifindex(ifname)
+                await self.ipr.link("set", index=idx, address=mac)
+                self.learn_link(ifname, idx, mac)
             case SaveRoutes(ifname=ifname):
                 try:
                     idx = await self._ifindex(ifname)

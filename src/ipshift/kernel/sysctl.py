@@ -29,3 +29,19 @@ def apply_sysctl_policy(config: Config, snapshot: Snapshot) -> None:
     write_sysctls(writes)
     for w in warnings:
         log.warning("%s", w.message)
+
+
+def promote_secondaries(ifname: str, proc_sys: str = "/proc/sys") -> None:
+    """``promote_secondaries=1`` on ``ifname``: removing a primary IPv4 address then keeps the
+    secondary addresses of its subnet (the kernel deletes them otherwise)."""
+    path = f"{proc_sys}/net/ipv4/conf/{ifname}/promote_secondaries"
+    try:
+        with open(path) as f:
+            current = f.read().strip()
+        if current != "1":
+            with open(path, "w") as f:
+                f.write("1")
+            log.info("set promote_secondaries=1 on %s so that removing a primary address keeps "
+                     "the secondaries of its subnet", ifname)
+    except OSError as exc:
+        log.warning("cannot set promote_secondaries on %s: %s", ifname, exc)

@@ -168,15 +168,15 @@ def _check_network(iface: IPInterface, nets: Sequence[IPNetwork], nic: str, vlan
 def _check_health(link: Link | None, nic: str, unhealthy: Mapping[str, str]) -> list[Failure]:
     if link is None:
         return [Failure("survivor-healthy", f"{nic} does not exist in the kernel")]
+    if not link.is_ethernet:
+        return [Failure("survivor-healthy", f"{nic} is not an Ethernet NIC (link type {link.link_type}"
+                        f"{', no MAC' if not link.mac else ''}): ipshift moves addresses between Ethernet NICs")]
     if not link.admin_up:
         return [Failure("survivor-healthy", f"{nic} is administratively down")]
     if not link.carrier:
         return [Failure("survivor-healthy", f"{nic} has no carrier (link down)")]
     if not link.healthy:
         return [Failure("survivor-healthy", f"{nic} is not operational (operstate {link.operstate})")]
-    if not link.is_ethernet:
-        return [Failure("survivor-healthy", f"{nic} is not an Ethernet NIC (link type {link.link_type}"
-                        f"{', no MAC' if not link.mac else ''}): ipshift moves addresses between Ethernet NICs")]
     if nic in unhealthy:
         return [Failure("survivor-healthy", f"{nic} is held down: {unhealthy[nic]}")]
     return []

@@ -32,7 +32,10 @@ from ipshift.plan.builders import (
 from ipshift.plan.checks import (
     Candidate, Load, addresses_on, evaluate, is_managed_address, managed_devices, nic_of, present_count,
 )
-from ipshift.steps import AddAddress, AddMacvlan, Announce, DelAddress, DelLink, DemoteRoutes, RestoreRoutes, Step
+from ipshift.steps import (
+    AddAddress, AddMacvlan, AddVlan, Announce, DelAddress, DelLink, DemoteRoutes, RestoreRoutes, SetMac, Step,
+    stand_in_mac,
+)
 
 PlanKind = Literal["failover", "failback"]
 
@@ -93,7 +96,8 @@ def candidates_for(config: Config, failed: str) -> list[str]:
 
 def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
                   conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
-                  unhealthy: Mapping[str, str] | None = None, saved: Sequence[Route] = ()) -> Plan:
+                  unhealthy: Mapping[str, str] | None = None, saved: Sequence[Route] = (),
+                  last_seen: Link | None = None) -> Plan:
     """Plan the move of every address on ``failed`` to survivors, and of its routes. Pure.
 
     With no address left to move, the plan still moves the routes that have not followed the
@@ -103,7 +107,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     unhealthy = dict(unhealthy or {})
     unhealthy.pop(failed, None)
     managed = managed_devices(config, snapshot)
-    failed_link = snapshot.link(failed)
+    failed_link = snapshot.link(failed) or last_seen  # a deleted NIC's MAC still moves
     load = Load(counts={n: present_count(snapshot, n) for n in config.interfaces},
                 macs={n: len(snapshot.children(n, "macvlan")) for n in config.interfaces})
     moves: list[Move] = []
@@ -156,7 +160,17 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     routes = route_moves(config, snapshot, failed, moved, saved)
     left = any(r.ifname == failed and r.proto != "kernel" for r in snapshot.routes)
     postlude: tuple[Step, ...] = (*routes, DemoteRoutes(failed)) if moves or routes or (moved and left) else ()
+    now = snapshot.link(failed)  # its MAC lives elsewhere now: it sends nothing from it when it is back
+    if now is not None and now.mac and (any(isinstance(st, (AddMacvlan, AddVlan)) and st.mac == now.mac
+                                            for m in moves for st in m.steps) or _mac_elsewhere(snapshot, now)):
+        postlude = (*postlude, SetMac(failed, stand_in_mac(now.mac)))
     return Plan(failed, tuple(moves), tuple(refusals), (), postlude)
+
+
+def _mac_elsewhere(snapshot: Snapshot, link: Link) -> bool:
+    """A macvlan ipshift made on another NIC carries ``link``'s MAC."""
+    return any(l.kind == "macvlan" and l.name.startswith("ipsmv") and l.mac == link.mac and l.parent != link.index
+               for l in snapshot.links)
 
 
 def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: bool = True,
@@ -209,6 +223,11 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
             refusals.append(Refusal(iface, nic, holders[0] if holders else nic, (cand,)))
             continue
         steps = return_steps(config, snapshot, nic, addr, holders, ledger)
+        mine = snapshot.link(nic)
+        own = next((l.mac for h in holders if (l := snapshot.link(h)) is not None and l.kind == "macvlan"
+                    and l.name.startswith("ipsmv")), None) if addr.mac == "move" else None
+        if own and mine is not None and mine.mac != own:  # the NIC's own MAC comes home with the address
+            steps = (SetMac(nic, own), *steps)
         for h in holders:
             emptied[h] = emptied.get(h, 0) + 1
         load.counts[nic] = load.counts.get(nic, 0) + 1
@@ -241,14 +260,16 @@ def _vlan_made_for_a_move(config: Config, snapshot: Snapshot, link: Link) -> boo
 def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
              unhealthy: Mapping[str, str] | None = None, bring_back: frozenset[str] = frozenset(),
              conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
-             saved: Mapping[str, Sequence[Route]] | None = None, restore: frozenset[str] = frozenset()) -> list[Plan]:
+             saved: Mapping[str, Sequence[Route]] | None = None, restore: frozenset[str] = frozenset(),
+             last_seen: Mapping[str, Link] | None = None) -> list[Plan]:
     """Every plan that brings the kernel to the configured placement. Pure.
 
     ``usable``: per configured NIC, whether it may carry addresses now (health).
     NICs that are not usable and hold addresses fail over; usable NICs get
     their missing home addresses, and those held elsewhere when the NIC is in
     ``bring_back``. ``saved``: the route ledger (routes kept of each failed NIC); ``restore``: the
-    usable NICs whose routes it still holds. Plans with no steps and no refusals are left out.
+    usable NICs whose routes it still holds; ``last_seen``: devices as they were last seen (a NIC
+    deleted). Plans with no steps and no refusals are left out.
     """
     reasons = dict(unhealthy or {})
     for nic, ok in usable.items():
@@ -258,7 +279,7 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
     for nic in sorted(config.interfaces):
         if not usable.get(nic, False):
             p = plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=reasons,
-                              saved=(saved or {}).get(nic, ()))
+                              saved=(saved or {}).get(nic, ()), last_seen=(last_seen or {}).get(nic))
             if p.moves or p.refusals or p.postlude:
                 plans.append(p)
     for nic in sorted(config.interfaces):
@@ -267,7 +288,22 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
                               unhealthy=reasons, conflicts=conflicts, restore=nic in restore)
             if p.moves or p.refusals or p.postlude:
                 plans.append(p)
-    return plans
+    return plans + _leftovers(config, snapshot, plans)
+
+
+def _leftovers(config: Config, snapshot: Snapshot, plans: Sequence[Plan]) -> list[Plan]:
+    """macvlan devices ipshift made that hold no address and that no plan uses (left by a run that
+    stopped between making one and putting an address on it): removed, if still empty then."""
+    used = {m.target for p in plans for m in p.moves} | {st.name for p in plans for st in p.postlude
+                                                          if isinstance(st, DelLink)}
+    out: list[Plan] = []
+    for l in snapshot.links:
+        parent = snapshot.link_by_index(l.parent) if l.parent is not None else None
+        if (l.kind == "macvlan" and l.name.startswith("ipsmv") and l.name not in used and parent is not None
+                and parent.name in config.interfaces
+                and not any(is_managed_address(a) for a in snapshot.addresses_on(l.name))):
+            out.append(Plan(parent.name, postlude=(DelLink(l.name, if_empty=True),), kind="failback"))
+    return out
 
 
 def all_plans(config: Config, snapshot: Snapshot, *, conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
