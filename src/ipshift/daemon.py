@@ -179,7 +179,7 @@ class Daemon:
                 if change.renamed_from is not None:
                     self._gone(change.renamed_from, at, f"renamed to {link.name}")
                 if change.new:
-                    self._tasks.spawn(self._reread_later("new link"))
+                    self._tasks.spawn(self.view.reread("new link", after=0.05))  # its addresses follow
                 self._link(link.name, at)
             case LinkGone(name=name, at=at):
                 self.view.remove_link(name)
@@ -203,10 +203,6 @@ class Daemon:
         if name in self.config.interfaces:
             self.nics.link_changed(name, None, at, why)
             self.probing.gone(name)
-
-    async def _reread_later(self, why: str) -> None:
-        await asyncio.sleep(0.05)  # a new device: its addresses and routes follow in a moment
-        await self.view.reread(why)
 
     # ------------------------------------------------------------------ converge
 

@@ -223,8 +223,11 @@ class KernelView:
 
     # ------------------------------------------------------------------ re-reads
 
-    async def reread(self, why: str) -> None:
-        """Dump the kernel in a worker thread; what changed meanwhile wins over the dump."""
+    async def reread(self, why: str, *, after: float = 0.0) -> None:
+        """Dump the kernel in a worker thread (``after`` seconds from now); what changed meanwhile
+        wins over the dump."""
+        if after:
+            await asyncio.sleep(after)
         overlay = _Overlay()
         self._overlays.append(overlay)
         try:
