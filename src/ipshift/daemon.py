@@ -31,8 +31,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from ipshift import policy
 from ipshift.config import AddressConfig, Config, reload_config
@@ -52,7 +51,7 @@ from ipshift.reload import diff, leaving, still_leaving
 from ipshift.steps import RestoreRoutes
 from ipshift.records import History, Record, RefusalLog
 from ipshift.runner import Executes, PlanRunner, Verifier
-from ipshift.tasks import Tasks, raise_failure
+from ipshift.tasks import Tasks, no_cycle_collection, raise_failure
 from ipshift.status import StatusInputs, drive, durable_state, metrics_view, status_parts
 from ipshift.view import KernelView
 
@@ -82,7 +81,7 @@ class Daemon:
         self.nics = NicStates(config, on_change=self._dirty.set, clock=clock)
         self.history = History()
         self.state: StateFile | None = None
-        self.view = KernelView(reader or _read_snapshot)
+        self.view = KernelView(reader)
         self.probing = Probing(self.view, self.nics)
         self.executor: Executes  # set by _attach: given here, or opened by run()
         self.runner: PlanRunner
@@ -211,17 +210,9 @@ class Daemon:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            # no cycle collection while a failover is planned and run (37 ms at 1,000 addresses:
-            # pyroute2's decoded messages form cycles); the garbage goes below, when nothing waits
-            gc_was_on = gc.isenabled()
-            gc.disable()
-            try:
+            with no_cycle_collection():  # while a failover is planned and run
                 async with self._converge_lock:
                     await self.converge_round()
-            finally:
-                if gc_was_on:
-                    gc.enable()
-            gc.collect()
             if first:
                 gc.freeze()  # what start-up built lives as long as the daemon
                 first = False
@@ -254,16 +245,27 @@ class Daemon:
         return done
 
     async def converge_once(self, *, only: str | None = None) -> list[Record]:
-        """Plan and run what brings the kernel to the configured placement. Returns the records."""
-        snap, usable = self.view.snapshot(), self.nics.usable()
-        plans = converge(self.config, snap, usable, unhealthy=self.nics.unhealthy(), bring_back=self.nics.bring_back(),
-                         conflicts=self.runner.findings, saved=self.executor.withdrawn.routes,
-                         restore=self.executor.withdrawn.pending() - self.runner.restored,
-                         last_seen=self.view.remembered())
-        plans += plan_retire(self.config, snap, self.leaving, usable)
-        self.refusals.seen(plans, only)
-        return [await self.runner.run(plan, self.nics.take_trigger(plan.failed, plan.kind)) for plan in plans
-                if (plan.moves or plan.postlude) and (only is None or plan.failed == only)]
+        """Plan and run what brings the kernel to the configured placement, one plan at a time, each
+        planned from the view as the plans before it left it (a plan from a stale view could put an
+        address back where another one just took it from). Returns the records."""
+        records: list[Record] = []
+        ran: set[tuple[str, str]] = set()
+        for i in range(2 * len(self.config.interfaces) + 2):  # each kind of plan of a NIC once
+            snap, usable = self.view.snapshot(), self.nics.usable()
+            plans = converge(self.config, snap, usable, unhealthy=self.nics.unhealthy(),
+                             bring_back=self.nics.bring_back(), conflicts=self.runner.findings,
+                             saved=self.executor.withdrawn.routes, last_seen=self.view.remembered(),
+                             restore=self.executor.withdrawn.pending() - self.runner.restored)
+            plans += plan_retire(self.config, snap, self.leaving, usable)
+            if i == 0:
+                self.refusals.seen(plans, only)
+            todo = [p for p in plans if (p.moves or p.postlude) and (only is None or p.failed == only)
+                    and (p.kind, p.failed) not in ran]
+            if not todo:
+                break
+            ran.add((todo[0].kind, todo[0].failed))
+            records.append(await self.runner.run(todo[0], self.nics.take_trigger(todo[0].failed, todo[0].kind)))
+        return records
 
     async def _persist(self) -> None:
         if self.state is None:
@@ -339,9 +341,3 @@ class Daemon:
     async def _answer(self, recs: list[Record]) -> Answer:
         await self.history.settled()
         return Answer(all(m.ok for r in recs for m in r.moves), "", self.history.parts_of([r.id for r in recs]))
-
-
-def _read_snapshot() -> Snapshot:
-    from ipshift.kernel.snapshot import read_snapshot
-
-    return read_snapshot()

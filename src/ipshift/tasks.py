@@ -9,8 +9,10 @@ plan runner, the executor's announcement repeats) holds its tasks in a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 log = logging.getLogger("ipshift.tasks")
@@ -43,3 +45,17 @@ def raise_failure(*tasks: asyncio.Task[Any]) -> None:
         if failure is not None:
             log.error("ipshift stops: %s failed", task.get_name(), exc_info=failure)
             raise failure
+
+
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """No cycle collection inside (37 ms at 1,000 addresses while a failover is planned and run:
+    pyroute2's decoded messages form cycles); the garbage is collected on the way out."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+    gc.collect()

@@ -84,8 +84,8 @@ def with_route_changes(routes: Sequence[Route], changes: Sequence[tuple[bool, Ro
 class KernelView:
     """See the module docstring. ``reader`` dumps the kernel (blocking; run in a worker thread)."""
 
-    def __init__(self, reader: Callable[[], Snapshot], *, listener: LinkListener | None = None) -> None:
-        self._reader = reader
+    def __init__(self, reader: Callable[[], Snapshot] | None = None, *, listener: LinkListener | None = None) -> None:
+        self._reader = reader or _read_kernel
         self._listener = listener
         self._base = Snapshot()  # routes, neighbours, sysctls, features of the last dump
         self._links: dict[str, Link] = {}
@@ -288,3 +288,9 @@ class KernelView:
         self._on_device.clear()
         if self._listener is not None:
             self._listener.forget_link(name)
+
+
+def _read_kernel() -> Snapshot:
+    from ipshift.kernel.snapshot import read_snapshot
+
+    return read_snapshot()

@@ -26,7 +26,7 @@ from ipshift.kernel.withdraw import Withdrawn
 from ipshift.model import Address, IPAddress, KernelFeatures, Link, Route, Snapshot
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, CheckConflict, Conflict, DelAddress, DelLink, DelRoute, DemoteRoutes,
-    MoveRoutes, RestoreRoutes, SaveRoutes, Step,
+    MoveRoutes, RestoreRoutes, SaveRoutes, SetMac, Step,
 )
 
 MAC = {f"eth{i}": f"02:00:00:00:00:1{i}" for i in range(10)}
@@ -99,6 +99,8 @@ class FakeKernel:
                 index = max(l.index for l in self.links.values()) + 1
                 self.links[name] = Link(name, index, mac, True, True, "UP", "macvlan",
                                         parent=self.links[parent].index)
+            case SetMac(ifname=ifname, mac=mac):
+                self.links[ifname] = replace(self.links[ifname], mac=mac)
             case DelLink(name=name):
                 self.links.pop(name, None)
                 self.addresses = {k: a for k, a in self.addresses.items() if k[0] != name}

@@ -213,7 +213,7 @@ def test_a_bulk_plan_adds_the_macvlan_before_the_addresses_whatever_comes_first(
         kinds = [k for k, _ in pb.kernel.batches]
         assert kinds.index("AddMacvlan") < kinds.index("AddAddress")
         assert all(m["ok"] for m in rec["moves"]), [m["error"] for m in rec["moves"] if not m["ok"]]
-        assert pb.where()["198.18.0.35"] == ["ipsmv2"]
+        assert pb.where()["198.18.0.35"] == ["ipsmv2s3"]
 
     run(scenario())
 
@@ -448,8 +448,8 @@ def test_a_deleted_nics_mac_still_moves_with_its_address() -> None:
         mac = pb.kernel.links["eth0"].mac
         await pb.gone("eth0")
         (rec,) = await pb.converge()
-        assert rec["moves"][0]["ok"] and pb.where()["192.0.2.10"] == ["ipsmv2"]
-        assert pb.kernel.links["ipsmv2"].mac == mac  # remembered from before the device went
+        assert rec["moves"][0]["ok"] and pb.where()["192.0.2.10"] == ["ipsmv2s3"]
+        assert pb.kernel.links["ipsmv2s3"].mac == mac  # remembered from before the device went
 
     run(scenario())
 
@@ -471,5 +471,36 @@ def test_an_empty_macvlan_left_behind_is_removed_and_a_nic_whose_mac_moved_gets_
         await pb.carrier("eth0", False)
         (rec,) = await pb.converge()
         assert "set the MAC of eth0 to " + stand_in_mac(mac) in pb.kernel.ran
+
+    run(scenario())
+
+
+def test_a_moved_mac_stays_its_home_nics_when_the_address_moves_again_and_comes_home() -> None:
+    """eth0's mac: move address goes to eth1 (a macvlan with eth0's MAC), then eth1 fails: the next
+    macvlan carries eth0's MAC again -- not eth1's -- and eth1 keeps its own; home, eth0 gets its
+    MAC back from its stand-in."""
+    async def scenario() -> None:
+        from ipshift.steps import stand_in_mac
+
+        cfg = {**CFG, "conflict_check": {"enabled": False}, "failback": {"mode": "auto", "delay": "1s"},
+               "interfaces": {**CFG["interfaces"], "eth0": {"addresses": [{"address": "192.0.2.10/24", "mac": "move"}]}}}
+        pb = Playbook(cfg, THREE, HOMES)
+        mac0, mac1 = pb.kernel.links["eth0"].mac, pb.kernel.links["eth1"].mac
+        await pb.carrier("eth0", False)
+        await pb.converge()
+        await pb.daemon.view.reread("test")
+        (first,) = pb.where()["192.0.2.10"]
+        assert pb.kernel.links[first].mac == mac0 and pb.kernel.links["eth0"].mac == stand_in_mac(mac0)
+        await pb.carrier("eth1", False)  # the first survivor (fewest addresses, then by name)
+        await pb.converge()
+        await pb.daemon.view.reread("test")
+        (second,) = pb.where()["192.0.2.10"]
+        assert second != first and pb.kernel.links[second].mac == mac0
+        assert pb.kernel.links["eth1"].mac == mac1  # the survivor that failed keeps its own MAC
+        await pb.carrier("eth0", True)
+        pb.later(10, "eth0")
+        await pb.converge()
+        await pb.daemon.view.reread("test")
+        assert pb.where()["192.0.2.10"] == ["eth0"] and pb.kernel.links["eth0"].mac == mac0
 
     run(scenario())

@@ -138,8 +138,8 @@ def test_mac_move_uses_one_macvlan_per_survivor_and_respects_max_extra_macs() ->
     plan = plan_failover(cfg(data), s, "eth0")
     assert plan.complete
     macvlans = [st for m in plan.moves for st in m.steps if isinstance(st, AddMacvlan)]
-    assert macvlans == [AddMacvlan("eth1", "ipsmv2", MACS["eth0"])]
-    assert {m.target for m in plan.moves} == {"ipsmv2"}
+    assert macvlans == [AddMacvlan("eth1", "ipsmv2s3", MACS["eth0"])]
+    assert {m.target for m in plan.moves} == {"ipsmv2s3"}
     data["interfaces"]["eth1"]["max_extra_macs"] = 0
     plan = plan_failover(cfg(data), s, "eth0")
     assert all(r.codes() == {"mac-capacity"} for r in plan.refusals) and len(plan.refusals) == 2

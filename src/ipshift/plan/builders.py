@@ -73,10 +73,25 @@ class RouteLedger:
 # --------------------------------------------------------------------------- device names
 
 
-def macvlan_name(failed_link: Link | None, failed: str) -> str:
-    """The macvlan device that carries the failed NIC's MAC on a survivor."""
-    suffix = str(failed_link.index) if failed_link is not None else str(zlib.crc32(failed.encode()) % 10000)
-    return f"ipsmv{suffix}"
+def macvlan_name(owner: Link | None, home: str, survivor: Link | None) -> str:
+    """The macvlan device that carries NIC ``home``'s MAC (``owner``: that NIC as last seen) on a
+    survivor: one name per (home NIC, survivor), the same in every process."""
+    def number(link: Link | None, name: str) -> int:
+        return link.index if link is not None else zlib.crc32(name.encode()) % 10000
+    return f"ipsmv{number(owner, home)}s{number(survivor, '')}"[:15]
+
+
+def carried_mac(snapshot: Snapshot, home: str, addr: AddressConfig, seen: Link | None) -> str | None:
+    """The MAC a ``mac: move`` address carries: its home NIC's, wherever it is now -- on the macvlan
+    that carries it, or on the home NIC itself (``seen``: the home NIC as last seen, if it is gone)."""
+    if addr.mac != "move":
+        return None
+    for a in snapshot.where_is(addr.address.ip):
+        link = snapshot.link(a.ifname)
+        if link is not None and link.kind == "macvlan" and link.name.startswith("ipsmv"):
+            return link.mac or None
+    owner = snapshot.link(home) or seen
+    return owner.mac if owner is not None and owner.mac else None
 
 
 def vlan_device(snapshot: Snapshot, nic: str, vlan: int) -> str:
@@ -97,13 +112,13 @@ def home_device(snapshot: Snapshot, nic: str, addr: AddressConfig) -> str:
 
 
 def failover_steps(config: Config, snapshot: Snapshot, addr: AddressConfig, source: str, survivor: str,
-                   target: str, failed_link: Link | None) -> tuple[Step, ...]:
-    """The ordered steps of one address's failover transaction (see the module docstring)."""
+                   target: str, moved_mac: str | None) -> tuple[Step, ...]:
+    """The ordered steps of one address's failover transaction (see the module docstring);
+    ``moved_mac``: the MAC that goes with it (``mac: move``)."""
     iface = addr.address
     steps: list[Step] = []
     if config.conflict_check.enabled:
         steps.append(CheckConflict(survivor, iface.ip, config.conflict_check.timeout))
-    moved_mac = failed_link.mac if addr.mac == "move" and failed_link is not None else None
     if addr.vlan is not None:
         if snapshot.link(target) is None:
             steps.append(AddVlan(survivor, target, addr.vlan, moved_mac))

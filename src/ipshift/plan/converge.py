@@ -27,14 +27,15 @@ from typing import Literal, Mapping, Sequence
 from ipshift.config import AddressConfig, Config
 from ipshift.model import IPAddress, IPInterface, Link, Route, Snapshot
 from ipshift.plan.builders import (
-    RouteLedger, failover_steps, home_device, macvlan_name, return_steps, route_moves, settle_steps, vlan_device,
+    RouteLedger, carried_mac, failover_steps, home_device, macvlan_name, return_steps, route_moves, settle_steps,
+    vlan_device,
 )
 from ipshift.plan.checks import (
     Candidate, Load, addresses_on, evaluate, is_managed_address, managed_devices, nic_of, present_count,
 )
 from ipshift.steps import (
-    AddAddress, AddMacvlan, AddVlan, Announce, DelAddress, DelLink, DemoteRoutes, RestoreRoutes, SetMac, Step,
-    stand_in_mac,
+    AddAddress, AddMacvlan, AddVlan, Announce, DelAddress, DelLink, DemoteRoutes, FlushNeighbours, FlushRouteCache,
+    RestoreRoutes, SetMac, Step, stand_in_mac,
 )
 
 PlanKind = Literal["failover", "failback"]
@@ -97,7 +98,7 @@ def candidates_for(config: Config, failed: str) -> list[str]:
 def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
                   conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
                   unhealthy: Mapping[str, str] | None = None, saved: Sequence[Route] = (),
-                  last_seen: Link | None = None) -> Plan:
+                  seen: Mapping[str, Link] | None = None) -> Plan:
     """Plan the move of every address on ``failed`` to survivors, and of its routes. Pure.
 
     With no address left to move, the plan still moves the routes that have not followed the
@@ -107,14 +108,14 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     unhealthy = dict(unhealthy or {})
     unhealthy.pop(failed, None)
     managed = managed_devices(config, snapshot)
-    failed_link = snapshot.link(failed) or last_seen  # a deleted NIC's MAC still moves
+    seen = seen or {}  # devices as last seen: a deleted NIC's MAC still moves
     load = Load(counts={n: present_count(snapshot, n) for n in config.interfaces},
                 macs={n: len(snapshot.children(n, "macvlan")) for n in config.interfaces})
     moves: list[Move] = []
     refusals: list[Refusal] = []
     names = candidates_for(config, failed)
     explicit = config.interfaces.get(failed) is not None and config.interfaces[failed].backups is not None
-    macvlan_planned: dict[str, str] = {}  # survivor -> macvlan device planned on it
+    macvlan_planned: set[tuple[str, str]] = set()  # (survivor, MAC) that a macvlan is planned for
     moved: list[tuple[AddressConfig, str]] = []  # (address, the device it goes to), for the routes
 
     for home, addr in addresses_on(config, snapshot, failed):
@@ -133,18 +134,19 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
             reason = "" if order else f"no other NIC may take over from {failed} (backups is empty or only one NIC is configured)"
             refusals.append(Refusal(iface, home, failed, tuple(considered), reason))
             continue
+        moved_mac = carried_mac(snapshot, home, addr, seen.get(home))
         if addr.vlan is not None:
             target = vlan_device(snapshot, chosen, addr.vlan)
-        elif addr.mac == "move":
-            target = macvlan_name(failed_link, failed)
+        elif moved_mac is not None:
+            target = macvlan_name(snapshot.link(home) or seen.get(home), home, snapshot.link(chosen))
         else:
             target = chosen
-        steps = failover_steps(config, snapshot, addr, failed, chosen, target, failed_link)
-        if addr.mac == "move" and addr.vlan is None:
-            if chosen in macvlan_planned:  # the MAC already moves to this survivor: one macvlan serves
+        steps = failover_steps(config, snapshot, addr, failed, chosen, target, moved_mac)
+        if moved_mac is not None and addr.vlan is None:
+            if (chosen, moved_mac) in macvlan_planned:  # that MAC already goes there: one macvlan serves
                 steps = tuple(s for s in steps if not isinstance(s, AddMacvlan))
             else:
-                macvlan_planned[chosen] = target
+                macvlan_planned.add((chosen, moved_mac))
                 load.macs[chosen] = load.macs.get(chosen, 0) + 1
         load.counts[chosen] = load.counts.get(chosen, 0) + 1
         moves.append(Move(iface, home, failed, chosen, target, steps, tuple(considered[:-1])))
@@ -226,7 +228,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         mine = snapshot.link(nic)
         own = next((l.mac for h in holders if (l := snapshot.link(h)) is not None and l.kind == "macvlan"
                     and l.name.startswith("ipsmv")), None) if addr.mac == "move" else None
-        if own and mine is not None and mine.mac != own:  # the NIC's own MAC comes home with the address
+        if own and mine is not None and mine.mac == stand_in_mac(own):  # its own MAC comes home with it
             steps = (SetMac(nic, own), *steps)
         for h in holders:
             emptied[h] = emptied.get(h, 0) + 1
@@ -279,7 +281,7 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
     for nic in sorted(config.interfaces):
         if not usable.get(nic, False):
             p = plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=reasons,
-                              saved=(saved or {}).get(nic, ()), last_seen=(last_seen or {}).get(nic))
+                              saved=(saved or {}).get(nic, ()), seen=last_seen)
             if p.moves or p.refusals or p.postlude:
                 plans.append(p)
     for nic in sorted(config.interfaces):
@@ -288,7 +290,33 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
                               unhealthy=reasons, conflicts=conflicts, restore=nic in restore)
             if p.moves or p.refusals or p.postlude:
                 plans.append(p)
-    return plans + _leftovers(config, snapshot, plans)
+    return plans + _leftovers(config, snapshot, plans) + _duplicates(config, snapshot, usable)
+
+
+def _duplicates(config: Config, snapshot: Snapshot, usable: Mapping[str, bool]) -> list[Plan]:
+    """An address held twice (a run that stopped in the middle of a move, or someone else) whose
+    home does not settle it (home down, or not holding it): the copy on its home NIC if that is
+    usable, else one on a usable NIC, stays and is announced; the others go. With no copy on a
+    usable NIC it stays put."""
+    managed = managed_devices(config, snapshot)
+    by_nic: dict[str, list[Move]] = {}
+    for home, addr in config.all_addresses():
+        found = [a for a in snapshot.where_is(addr.address.ip) if a.ifname in managed]
+        if len(found) < 2 or (usable.get(home, False) and any(nic_of(snapshot, a.ifname) == home for a in found)):
+            continue  # at most once, or its home settles it (plan_failback)
+        keep = sorted((a for a in found if usable.get(nic_of(snapshot, a.ifname), False)),
+                      key=lambda a: (nic_of(snapshot, a.ifname) != home, a.ifname))
+        if not keep:
+            continue
+        iface, gone = addr.address, [a for a in found if a is not keep[0]]
+        steps: tuple[Step, ...] = (
+            Announce(keep[0].ifname, iface.ip, config.announce.count, config.announce.interval),
+            *(DelAddress(a.ifname, a.interface) for a in gone),
+            FlushNeighbours(iface.network), FlushRouteCache(iface.version))
+        nic = nic_of(snapshot, gone[0].ifname)
+        by_nic.setdefault(nic, []).append(Move(iface, home, gone[0].ifname, nic_of(snapshot, keep[0].ifname),
+                                               keep[0].ifname, steps))
+    return [Plan(nic, tuple(moves)) for nic, moves in sorted(by_nic.items())]
 
 
 def _leftovers(config: Config, snapshot: Snapshot, plans: Sequence[Plan]) -> list[Plan]:
