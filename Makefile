@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DEB_TEST := iproute2 tcpdump iputils-arping iputils-ping
 PYTHON ?= python3
 
-.PHONY: demo test bench venv debs lint clean
+.PHONY: demo test chaos bench venv debs lint clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: venv debs
 test: venv debs
 	$(PY) -m mypy
 	$(PY) -m pytest -q tests
+
+# The randomized fault test alone, for 10 minutes of faults (IPSHIFT_CHAOS_SEED=N replays a run).
+chaos: venv debs
+	IPSHIFT_CHAOS_SECONDS=600 IPSHIFT_REQUIRE_NETNS=1 $(PY) -m pytest -q -s tests/lab/test_chaos.py
 
 bench: venv debs
 	$(PIP) install -q -e '.[test,bench]'
