@@ -224,6 +224,27 @@ async def main():
 print(json.dumps(asyncio.run(main())))
 """
 
+ANNOUNCE_THEN_SETMAC = """
+import asyncio, json, sys
+from ipaddress import ip_address
+from ipshift.kernel.apply import Executor
+from ipshift.steps import Announce, SetMac
+
+args = json.loads(sys.argv[1])
+
+async def main():
+    ex = await Executor.open()
+    try:
+        await ex.run_step(Announce(args["ifname"], ip_address(args["ip"]), 3, args["interval"]))
+        await ex.run_step(SetMac(args["ifname"], args["mac"]))
+        await asyncio.sleep(3 * args["interval"])
+    finally:
+        await ex.close()
+    return {"done": True}
+
+print(json.dumps(asyncio.run(main())))
+"""
+
 PROBE = """
 import asyncio, json, sys, time
 from ipaddress import ip_address
@@ -377,6 +398,16 @@ def test_gratuitous_arp_on_the_wire_and_in_neighbour_table(lab: Lab, tmp_path: P
     # Gratuitous ARP updates an existing entry (arp_accept only matters for creating one).
     updated = wait_for(lambda: lab.neighbour_mac_on_b(ip) == MAC_A)
     assert updated, lab.ip_b("neigh", "show", "dev", lab.if_b).stdout
+
+
+def test_announcement_repeats_after_a_mac_change_carry_the_new_mac(lab: Lab, tmp_path: Path) -> None:
+    """A NIC given its own MAC back while an announcement still repeats: the repeats say the MAC the
+    NIC has now, never the one it had (that would point the neighbours back at a stand-in)."""
+    ip, new_mac = "192.0.2.10", "02:00:5e:00:53:0c"
+    capture = Capture(lab.b, lab.if_b, f"arp and host {ip}", 3)
+    lab.python_in_a(ANNOUNCE_THEN_SETMAC, {"ifname": lab.if_a, "ip": ip, "interval": 0.15, "mac": new_mac})
+    packets = write_pcap(tmp_path / "setmac.pcap", capture.pcap())
+    assert [(p[Ether].src, p[ARP].hwsrc) for p in packets] == [(MAC_A, MAC_A), (new_mac, new_mac), (new_mac, new_mac)]
 
 
 def test_unsolicited_na_on_the_wire_and_in_neighbour_table(lab: Lab, tmp_path: Path) -> None:

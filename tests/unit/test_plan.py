@@ -17,7 +17,7 @@ from ipshift.plan import CHECK_CODES, addresses_on, converge, plan_failback, pla
 from ipshift.policy import sysctl_warnings
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, Announce, CheckConflict, DelAddress, DelLink, DelNeighbours, DelRoute,
-    DemoteRoutes, FlushNeighbours, FlushRouteCache, MoveRoutes, RestoreRoutes, SaveRoutes,
+    DemoteRoutes, FlushNeighbours, FlushRouteCache, MoveRoutes, RestoreRoutes, SaveRoutes, SetMac, stand_in_mac,
 )
 
 MACS = {"eth0": "02:00:00:00:00:01", "eth1": "02:00:00:00:00:02", "eth2": "02:00:00:00:00:03"}
@@ -143,6 +143,46 @@ def test_mac_move_uses_one_macvlan_per_survivor_and_respects_max_extra_macs() ->
     data["interfaces"]["eth1"]["max_extra_macs"] = 0
     plan = plan_failover(cfg(data), s, "eth0")
     assert all(r.codes() == {"mac-capacity"} for r in plan.refusals) and len(plan.refusals) == 2
+
+
+MAC_AWAY = {"interfaces": {
+    "eth0": {"addresses": [{"address": "192.0.2.10/24", "mac": "move"}, "192.0.2.12/24"]},
+    "eth1": {"addresses": ["192.0.2.11/24"]},
+}}
+
+
+def mac_away(*, eth1_carrier: bool = True) -> Snapshot:
+    """eth0 is back with its stand-in MAC and holds its own address (192.0.2.5, unmanaged) and
+    192.0.2.12; its mac: move address is on a macvlan of eth1 that carries eth0's MAC."""
+    eth0 = replace(link("eth0", 2), mac=stand_in_mac(MACS["eth0"]))
+    mv = Link(name="ipsmv2s3", index=7, mac=MACS["eth0"], admin_up=True, carrier=eth1_carrier,
+              operstate="UP" if eth1_carrier else "LOWERLAYERDOWN", kind="macvlan", parent=3)
+    return snap([eth0, link("eth1", 3, carrier=eth1_carrier), mv],
+                {"eth0": ["192.0.2.5/24", "192.0.2.12/24"], "eth1": ["192.0.2.11/24"], "ipsmv2s3": ["192.0.2.10/24"]})
+
+
+def test_a_nic_given_its_own_mac_back_announces_every_address_that_stays_on_it() -> None:
+    """Its neighbours hold the stand-in for the addresses it kept: each is announced again."""
+    plan = plan_failback(cfg(MAC_AWAY), mac_away(), "eth0")
+    (move,) = plan.moves
+    ann = [st.ip for st in move.steps if isinstance(st, Announce)]
+    assert move.steps[0] == SetMac("eth0", MACS["eth0"])
+    assert sorted(map(str, ann)) == ["192.0.2.10", "192.0.2.12", "192.0.2.5"]
+    assert move.target == "eth0" and DelLink("ipsmv2s3") in plan.postlude
+
+
+def test_a_moved_mac_address_that_moves_on_to_its_home_nic_goes_onto_the_nic_with_its_own_mac() -> None:
+    """The macvlan holding eth0's address fails with eth1 and eth0 is the survivor: the address goes
+    onto eth0 itself (no macvlan on the NIC whose MAC it would carry), and eth0 gets its MAC back."""
+    plan = plan_failover(cfg(MAC_AWAY), mac_away(eth1_carrier=False), "eth1")
+    moves = {str(m.interface.ip): m for m in plan.moves}
+    home = moves["192.0.2.10"]
+    assert (home.survivor, home.target) == ("eth0", "eth0")
+    assert not any(isinstance(st, AddMacvlan) for m in plan.moves for st in m.steps)
+    sets = [st for m in plan.moves for st in m.steps if isinstance(st, SetMac)]
+    assert sets == [SetMac("eth0", MACS["eth0"])]
+    assert {str(st.ip) for st in home.steps if isinstance(st, Announce)} == {"192.0.2.5", "192.0.2.12", "192.0.2.10"}
+    assert SetMac("eth1", stand_in_mac(MACS["eth1"])) not in plan.postlude  # eth1's own MAC went nowhere
 
 
 def test_conflict_inputs_and_peers_refuse() -> None:

@@ -246,10 +246,10 @@ class Executor:
 
     async def _announce(self, steps: Sequence[Announce]) -> list[str]:
         errors = [""] * len(steps)
-        repeats: dict[tuple[int, float], list[tuple[FrameSocket, bytes]]] = {}
+        repeats: dict[tuple[int, float], list[tuple[FrameSocket, Announce, str, bytes]]] = {}
         for i, st in enumerate(steps):
             try:
-                frame = _frame(await self._macof(st.ifname), st)
+                frame = _frame(mac := await self._macof(st.ifname), st)
                 if st.ifname not in self._sockets:
                     self.prepare(st.ifname)
                 sock = self._sockets[st.ifname]
@@ -258,7 +258,7 @@ class Executor:
                 errors[i] = str(exc)
                 continue
             if st.count > 1:
-                repeats.setdefault((st.count - 1, st.interval), []).append((sock, frame))
+                repeats.setdefault((st.count - 1, st.interval), []).append((sock, st, mac, frame))
         for (count, interval), frames in repeats.items():
             self._tasks.spawn(self._announce_rest(frames, count, interval))
         return errors
@@ -383,12 +383,15 @@ class Executor:
 
     # ------------------------------------------------------------------ background
 
-    async def _announce_rest(self, frames: list[tuple[FrameSocket, bytes]], count: int, interval: float) -> None:
+    async def _announce_rest(self, frames: list[tuple[FrameSocket, Announce, str, bytes]], count: int,
+                             interval: float) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i in range(1, count + 1):
             await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
-            for sock, frame in frames:
+            for sock, st, mac, frame in frames:
+                if self._mac.get(st.ifname, mac) != mac:  # a SetMac since: the repeat says the new MAC
+                    frame = _frame(self._mac[st.ifname], st)
                 try:
                     sock.send(frame)
                 except OSError as exc:

@@ -36,7 +36,7 @@ from ipshift.config import AddressConfig, Config
 from ipshift.model import IPAddress, IPNetwork, Link, Route, Snapshot
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddRoute, AddVlan, Announce, CheckConflict, DelAddress, DelNeighbours, DelRoute,
-    FlushNeighbours, FlushRouteCache, MoveRoutes, SaveRoutes, Step,
+    FlushNeighbours, FlushRouteCache, MoveRoutes, SaveRoutes, SetMac, Step,
 )
 
 
@@ -92,6 +92,13 @@ def carried_mac(snapshot: Snapshot, home: str, addr: AddressConfig, seen: Link |
             return link.mac or None
     owner = snapshot.link(home) or seen
     return owner.mac if owner is not None and owner.mac else None
+
+
+def own_mac_back(config: Config, snapshot: Snapshot, nic: str, mac: str) -> tuple[Step, ...]:
+    """``nic`` gets its own MAC back from its stand-in: every address that stays on it is announced
+    again, with that MAC (its neighbours still hold the stand-in for them)."""
+    return (SetMac(nic, mac), *(Announce(nic, a.interface.ip, config.announce.count, config.announce.interval)
+                                for a in snapshot.addresses_on(nic)))
 
 
 def vlan_device(snapshot: Snapshot, nic: str, vlan: int) -> str:

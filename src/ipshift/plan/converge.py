@@ -27,7 +27,7 @@ from typing import Literal, Mapping, Sequence
 from ipshift.config import AddressConfig, Config
 from ipshift.model import IPAddress, IPInterface, Link, Route, Snapshot
 from ipshift.plan.builders import (
-    RouteLedger, carried_mac, failover_steps, home_device, macvlan_name, return_steps, route_moves, settle_steps,
+    RouteLedger, carried_mac, failover_steps, own_mac_back, home_device, macvlan_name, return_steps, route_moves, settle_steps,
     vlan_device,
 )
 from ipshift.plan.checks import (
@@ -116,6 +116,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     names = candidates_for(config, failed)
     explicit = config.interfaces.get(failed) is not None and config.interfaces[failed].backups is not None
     macvlan_planned: set[tuple[str, str]] = set()  # (survivor, MAC) that a macvlan is planned for
+    macs_back: set[str] = set()  # NICs this plan gives their own MAC back (an address moves on to its home)
     moved: list[tuple[AddressConfig, str]] = []  # (address, the device it goes to), for the routes
 
     for home, addr in addresses_on(config, snapshot, failed):
@@ -135,13 +136,20 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
             refusals.append(Refusal(iface, home, failed, tuple(considered), reason))
             continue
         moved_mac = carried_mac(snapshot, home, addr, seen.get(home))
+        mac_back: tuple[Step, ...] = ()
+        back = snapshot.link(home) if chosen == home else None
+        if back is not None and moved_mac is not None:  # on to its home NIC: the NIC itself, with its MAC
+            if back.mac == stand_in_mac(moved_mac) and home not in macs_back:
+                mac_back = own_mac_back(config, snapshot, home, moved_mac)
+                macs_back.add(home)
+            moved_mac = None
         if addr.vlan is not None:
             target = vlan_device(snapshot, chosen, addr.vlan)
         elif moved_mac is not None:
             target = macvlan_name(snapshot.link(home) or seen.get(home), home, snapshot.link(chosen))
         else:
             target = chosen
-        steps = failover_steps(config, snapshot, addr, failed, chosen, target, moved_mac)
+        steps = (*mac_back, *failover_steps(config, snapshot, addr, failed, chosen, target, moved_mac))
         if moved_mac is not None and addr.vlan is None:
             if (chosen, moved_mac) in macvlan_planned:  # that MAC already goes there: one macvlan serves
                 steps = tuple(s for s in steps if not isinstance(s, AddMacvlan))
@@ -200,6 +208,7 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
     load = Load(counts={n: present_count(snapshot, n) for n in config.interfaces})
     emptied: dict[str, int] = {}
     ledger = RouteLedger()
+    mac_back = False  # a move of this plan gives the NIC its own MAC again
     away = False  # an address of the NIC stays elsewhere (failback manual): so do its routes
     for addr in sorted(iface_cfg.addresses, key=lambda a: (a.address.version, a.address.ip)):
         iface = addr.address
@@ -228,8 +237,8 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
         mine = snapshot.link(nic)
         own = next((l.mac for h in holders if (l := snapshot.link(h)) is not None and l.kind == "macvlan"
                     and l.name.startswith("ipsmv")), None) if addr.mac == "move" else None
-        if own and mine is not None and mine.mac == stand_in_mac(own):  # its own MAC comes home with it
-            steps = (SetMac(nic, own), *steps)
+        if own and mine is not None and mine.mac == stand_in_mac(own) and not mac_back:
+            steps, mac_back = (*own_mac_back(config, snapshot, nic, own), *steps), True  # its MAC comes home too
         for h in holders:
             emptied[h] = emptied.get(h, 0) + 1
         load.counts[nic] = load.counts.get(nic, 0) + 1
