@@ -255,6 +255,7 @@ class Daemon:
             plans = converge(self.config, snap, usable, unhealthy=self.nics.unhealthy(),
                              bring_back=self.nics.bring_back(), conflicts=self.runner.findings,
                              saved=self.executor.withdrawn.routes, last_seen=self.view.remembered(),
+                             own_macs=self.view.own_macs(),
                              restore=self.executor.withdrawn.pending() - self.runner.restored)
             plans += plan_retire(self.config, snap, self.leaving, usable)
             if i == 0:
@@ -272,7 +273,8 @@ class Daemon:
             return
         self.state.write(await drive(durable_state(self.config, self.view.snapshot(), self.runner.arrived,
                                                    self.nics.drained(), self.nics.records(), boot_id(), os.getpid(),
-                                                   time.time(), self.leaving, self.view.remembered()), self.runner.idle))
+                                                   time.time(), self.leaving, self.view.remembered(),
+                                                   self.view.own_macs()), self.runner.idle))
 
     async def reload(self) -> None:
         """Read the configuration file again (SIGHUP) and apply it as a diff (:mod:`ipshift.reload`);

@@ -136,13 +136,15 @@ def metrics_view(config: Config, snapshot: Snapshot, health: Mapping[str, hl.Nic
 
 def durable_state(config: Config, snapshot: Snapshot, arrived: Mapping[str, tuple[str, float]],
                   drained: Sequence[str], nics: Mapping[str, NicRecord], boot: str, pid: int, now: float,
-                  leaving: Mapping[str, tuple[str, AddressConfig]], seen: Mapping[str, Link]) -> Sliced[DurableState]:
+                  leaving: Mapping[str, tuple[str, AddressConfig]], seen: Mapping[str, Link],
+                  own_macs: Mapping[str, str]) -> Sliced[DurableState]:
     """What the state file keeps (see :class:`ipshift.journal.DurableState`); ``seen``: every device
-    as last seen, of which the configured NICs' ifindex and MAC are kept."""
+    as last seen, of which the configured NICs' ifindex and own MAC (``own_macs``) are kept."""
     placements = yield from away_placements(config, snapshot, arrived)
     return DurableState(pid, now, None, placements, {}, tuple(drained), boot, dict(nics),
                         {a: (home, addr.mac, addr.vlan) for a, (home, addr) in leaving.items()},
-                        {n: (seen[n].index, seen[n].mac) for n in config.interfaces if n in seen and seen[n].mac})
+                        {n: (seen[n].index, own_macs.get(n) or seen[n].mac) for n in config.interfaces
+                         if n in seen and (own_macs.get(n) or seen[n].mac)})
 
 
 def away_placements(config: Config, snapshot: Snapshot,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from ipshift.model import Address, IPAddress, IPInterface, Link, Route, Snapshot
-from ipshift.steps import AddAddress, AddRoute, DelAddress, DelLink, DelRoute, MoveRoutes, Step
+from ipshift.steps import AddAddress, AddRoute, DelAddress, DelLink, DelRoute, MoveRoutes, Step, stand_in_mac
 
 log = logging.getLogger("ipshift.view")
 
@@ -94,6 +94,7 @@ class KernelView:
         self._cached: Snapshot | None = None
         self._on_device: dict[str, tuple[Address, ...]] = {}  # addresses per device, built on demand
         self._last_seen: dict[str, Link] = {}  # devices that are gone, as they were last seen
+        self._own_mac: dict[str, str] = {}  # each device's own MAC: never a stand-in ipshift gave it
 
     def listen(self, listener: LinkListener) -> None:
         """From now on, tell ``listener`` of every link learnt or forgotten (and of those known now)."""
@@ -122,18 +123,27 @@ class KernelView:
         NIC's MAC still moves with its ``mac: move`` addresses)."""
         return {**self._last_seen, **self._links}
 
+    def own_macs(self) -> dict[str, str]:
+        """Each device's own MAC: the last one it showed that is not the stand-in of the one before
+        (:func:`~ipshift.steps.stand_in_mac`: what a NIC whose MAC moved away carries meanwhile)."""
+        return dict(self._own_mac)
+
     def remember(self, links: Mapping[str, Link]) -> None:
-        """Devices a previous run saw (the state file): known as gone unless the kernel has them."""
+        """Devices a previous run saw (the state file, with their own MACs): known as gone unless
+        the kernel has them."""
         for name, link in links.items():
             self._last_seen.setdefault(name, link)
+            self._learn_mac(link)
+
+    def _learn_mac(self, link: Link) -> None:
+        own = self._own_mac.get(link.name)
+        if link.mac and link.mac != own and (own is None or link.mac != stand_in_mac(own)):
+            self._own_mac[link.name] = link.mac
 
     @property
     def rereads_running(self) -> int:
         return len(self._overlays)
 
-    def own_macs(self) -> frozenset[str]:
-        """Every MAC of this host's devices (answers from these are no conflict)."""
-        return frozenset(l.mac for l in self._links.values() if l.mac)
 
     def probe_source(self, nic: str, target: IPAddress) -> IPAddress | None:
         """The address a path probe from ``nic`` uses: its own, in the target's subnet (IPv6: or its
@@ -165,6 +175,9 @@ class KernelView:
         if renamed_from is not None:
             old = self._links[renamed_from]
             self._forget(renamed_from, keep_addresses_as=link.name)
+            if renamed_from in self._own_mac:
+                self._own_mac[link.name] = self._own_mac[renamed_from]
+        self._learn_mac(link)
         self._links[link.name] = link
         for o in self._overlays:
             o.links[link.name] = link
@@ -257,6 +270,8 @@ class KernelView:
                 addresses[key] = addr
         self._base = replace(snap, links=(), addresses=())
         self._last_seen.update({n: l for n, l in self._links.items() if n not in links})
+        for link in links.values():
+            self._learn_mac(link)
         self._links = links
         self._addresses = addresses
         self._cached = None

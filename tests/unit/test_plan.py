@@ -185,6 +185,35 @@ def test_a_moved_mac_address_that_moves_on_to_its_home_nic_goes_onto_the_nic_wit
     assert SetMac("eth1", stand_in_mac(MACS["eth1"])) not in plan.postlude  # eth1's own MAC went nowhere
 
 
+def test_a_nic_left_with_its_stand_in_mac_gets_its_own_back_once_no_macvlan_carries_it() -> None:
+    """Every address home, eth0 still with its stand-in (a run stopped between the address and the
+    MAC): its own MAC comes back and what it holds is announced; while a macvlan elsewhere carries
+    that MAC (its mac: move address is away) it keeps the stand-in."""
+    home = mac_away()
+    home = replace(home, links=tuple(l for l in home.links if l.name != "ipsmv2s3"),
+                   addresses=(*[a for a in home.addresses if a.ifname != "ipsmv2s3"],
+                              Address("eth0", ipaddress.ip_interface("192.0.2.10/24"))))
+    own = {"eth0": MACS["eth0"], "eth1": MACS["eth1"]}
+    plans = converge(cfg(MAC_AWAY), home, {"eth0": True, "eth1": True}, own_macs=own)
+    (plan,) = plans
+    assert plan.failed == "eth0" and plan.postlude[0] == SetMac("eth0", MACS["eth0"])
+    assert {str(st.ip) for st in plan.postlude if isinstance(st, Announce)} == {"192.0.2.5", "192.0.2.10", "192.0.2.12"}
+    away = converge(cfg(MAC_AWAY), mac_away(), {"eth0": True, "eth1": True}, own_macs=own)
+    assert not any(isinstance(st, SetMac) for p in away for st in p.postlude)
+
+
+def test_a_moved_mac_is_the_nics_own_even_when_the_nic_shows_its_stand_in() -> None:
+    """eth0 holds its mac: move address with its stand-in MAC (a state left by a crash) and fails:
+    the macvlan on the survivor carries eth0's own MAC, never the stand-in."""
+    s = mac_away()
+    s = replace(s, links=tuple(replace(l, carrier=False) if l.name == "eth0" else l for l in s.links
+                               if l.name != "ipsmv2s3"),
+                addresses=(*[a for a in s.addresses if a.ifname != "ipsmv2s3"],
+                           Address("eth0", ipaddress.ip_interface("192.0.2.10/24"))))
+    plan = plan_failover(cfg(MAC_AWAY), s, "eth0", own_macs={"eth0": MACS["eth0"]})
+    assert [st.mac for m in plan.moves for st in m.steps if isinstance(st, AddMacvlan)] == [MACS["eth0"]]
+
+
 def test_conflict_inputs_and_peers_refuse() -> None:
     ip = ipaddress.ip_address("192.0.2.10")
     plan = plan_failover(cfg(BASE), two_nics(), "eth0", conflicts={(ip, "eth1"): "answered by 02:aa:00:00:00:01"})

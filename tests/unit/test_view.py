@@ -148,3 +148,23 @@ def test_probe_source_is_the_nics_own_address_in_the_targets_subnet() -> None:
     assert v.probe_source("eth0", ipaddress.ip_address("192.0.2.1")) == A10.ip
     assert v.probe_source("eth0", ipaddress.ip_address("198.51.100.1")) is None
     assert v.probe_source("eth0", ipaddress.ip_address("2001:db8::1")) == ll.ip
+
+
+def test_a_nics_own_mac_is_not_replaced_by_its_stand_in_and_survives_a_restart() -> None:
+    from ipshift.steps import stand_in_mac
+
+    v = view_of(BASE)
+    v.load(BASE)
+    assert v.own_macs()["eth0"] == ETH0.mac
+    stand_in = replace(ETH0, mac=stand_in_mac(ETH0.mac))
+    v.apply_link(stand_in)
+    v.load(replace(BASE, links=(stand_in, ETH1)))
+    assert v.own_macs()["eth0"] == ETH0.mac  # a stand-in ipshift gave it is not its own
+    v.apply_link(replace(ETH0, mac="02:00:00:00:00:77"))  # an operator gave it another
+    assert v.own_macs()["eth0"] == "02:00:00:00:00:77"
+    after = view_of(BASE)  # a restart: the state file's MAC first, then the kernel with the stand-in
+    after.remember({"eth0": replace(ETH0, admin_up=False, carrier=False, operstate="NOTPRESENT")})
+    after.load(replace(BASE, links=(stand_in, ETH1)))
+    assert after.own_macs()["eth0"] == ETH0.mac
+    after.apply_link(replace(stand_in, name="lan0"))  # renamed: its own MAC goes with the name
+    assert after.own_macs()["lan0"] == ETH0.mac

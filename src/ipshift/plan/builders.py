@@ -81,11 +81,15 @@ def macvlan_name(owner: Link | None, home: str, survivor: Link | None) -> str:
     return f"ipsmv{number(owner, home)}s{number(survivor, '')}"[:15]
 
 
-def carried_mac(snapshot: Snapshot, home: str, addr: AddressConfig, seen: Link | None) -> str | None:
-    """The MAC a ``mac: move`` address carries: its home NIC's, wherever it is now -- on the macvlan
-    that carries it, or on the home NIC itself (``seen``: the home NIC as last seen, if it is gone)."""
+def carried_mac(snapshot: Snapshot, home: str, addr: AddressConfig, seen: Link | None,
+                own: str | None = None) -> str | None:
+    """The MAC a ``mac: move`` address carries: its home NIC's own (``own``, when the daemon knows
+    it), else the one of the macvlan that carries it, else the home NIC's (``seen``: as last seen,
+    if it is gone)."""
     if addr.mac != "move":
         return None
+    if own:
+        return own
     for a in snapshot.where_is(addr.address.ip):
         link = snapshot.link(a.ifname)
         if link is not None and link.kind == "macvlan" and link.name.startswith("ipsmv"):

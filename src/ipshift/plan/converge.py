@@ -98,7 +98,7 @@ def candidates_for(config: Config, failed: str) -> list[str]:
 def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
                   conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
                   unhealthy: Mapping[str, str] | None = None, saved: Sequence[Route] = (),
-                  seen: Mapping[str, Link] | None = None) -> Plan:
+                  seen: Mapping[str, Link] | None = None, own_macs: Mapping[str, str] | None = None) -> Plan:
     """Plan the move of every address on ``failed`` to survivors, and of its routes. Pure.
 
     With no address left to move, the plan still moves the routes that have not followed the
@@ -135,7 +135,7 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
             reason = "" if order else f"no other NIC may take over from {failed} (backups is empty or only one NIC is configured)"
             refusals.append(Refusal(iface, home, failed, tuple(considered), reason))
             continue
-        moved_mac = carried_mac(snapshot, home, addr, seen.get(home))
+        moved_mac = carried_mac(snapshot, home, addr, seen.get(home), (own_macs or {}).get(home))
         mac_back: tuple[Step, ...] = ()
         back = snapshot.link(home) if chosen == home else None
         if back is not None and moved_mac is not None:  # on to its home NIC: the NIC itself, with its MAC
@@ -172,15 +172,31 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
     postlude: tuple[Step, ...] = (*routes, DemoteRoutes(failed)) if moves or routes or (moved and left) else ()
     now = snapshot.link(failed)  # its MAC lives elsewhere now: it sends nothing from it when it is back
     if now is not None and now.mac and (any(isinstance(st, (AddMacvlan, AddVlan)) and st.mac == now.mac
-                                            for m in moves for st in m.steps) or _mac_elsewhere(snapshot, now)):
+                                            for m in moves for st in m.steps) or _mac_elsewhere(snapshot, now.mac, now)):
         postlude = (*postlude, SetMac(failed, stand_in_mac(now.mac)))
     return Plan(failed, tuple(moves), tuple(refusals), (), postlude)
 
 
-def _mac_elsewhere(snapshot: Snapshot, link: Link) -> bool:
-    """A macvlan ipshift made on another NIC carries ``link``'s MAC."""
-    return any(l.kind == "macvlan" and l.name.startswith("ipsmv") and l.mac == link.mac and l.parent != link.index
+def _mac_elsewhere(snapshot: Snapshot, mac: str, nic: Link) -> bool:
+    """A macvlan ipshift made on another NIC than ``nic`` carries ``mac``."""
+    return any(l.kind == "macvlan" and l.name.startswith("ipsmv") and l.mac == mac and l.parent != nic.index
                for l in snapshot.links)
+
+
+def _stand_ins(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], own_macs: Mapping[str, str],
+               plans: Sequence[Plan]) -> list[Plan]:
+    """A usable NIC that still has its stand-in MAC though no macvlan carries its own any more (a
+    run stopped between the address coming home and the MAC, or the address came home from nowhere):
+    its own MAC back, and its addresses announced with it."""
+    out: list[Plan] = []
+    for nic in sorted(config.interfaces):
+        link, own = snapshot.link(nic), own_macs.get(nic)
+        if (usable.get(nic, False) and link is not None and own and link.mac == stand_in_mac(own)
+                and not _mac_elsewhere(snapshot, own, link)
+                and not any(isinstance(st, SetMac) and st.ifname == nic for p in plans for m in p.moves
+                            for st in m.steps)):
+            out.append(Plan(nic, postlude=own_mac_back(config, snapshot, nic, own), kind="failback"))
+    return out
 
 
 def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: bool = True,
@@ -272,7 +288,7 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
              unhealthy: Mapping[str, str] | None = None, bring_back: frozenset[str] = frozenset(),
              conflicts: Mapping[tuple[IPAddress, str], str] | None = None,
              saved: Mapping[str, Sequence[Route]] | None = None, restore: frozenset[str] = frozenset(),
-             last_seen: Mapping[str, Link] | None = None) -> list[Plan]:
+             last_seen: Mapping[str, Link] | None = None, own_macs: Mapping[str, str] | None = None) -> list[Plan]:
     """Every plan that brings the kernel to the configured placement. Pure.
 
     ``usable``: per configured NIC, whether it may carry addresses now (health).
@@ -280,7 +296,7 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
     their missing home addresses, and those held elsewhere when the NIC is in
     ``bring_back``. ``saved``: the route ledger (routes kept of each failed NIC); ``restore``: the
     usable NICs whose routes it still holds; ``last_seen``: devices as they were last seen (a NIC
-    deleted). Plans with no steps and no refusals are left out.
+    deleted); ``own_macs``: each NIC's own MAC. Plans with no steps and no refusals are left out.
     """
     reasons = dict(unhealthy or {})
     for nic, ok in usable.items():
@@ -290,7 +306,7 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
     for nic in sorted(config.interfaces):
         if not usable.get(nic, False):
             p = plan_failover(config, snapshot, nic, conflicts=conflicts, unhealthy=reasons,
-                              saved=(saved or {}).get(nic, ()), seen=last_seen)
+                              saved=(saved or {}).get(nic, ()), seen=last_seen, own_macs=own_macs)
             if p.moves or p.refusals or p.postlude:
                 plans.append(p)
     for nic in sorted(config.interfaces):
@@ -299,7 +315,8 @@ def converge(config: Config, snapshot: Snapshot, usable: Mapping[str, bool], *,
                               unhealthy=reasons, conflicts=conflicts, restore=nic in restore)
             if p.moves or p.refusals or p.postlude:
                 plans.append(p)
-    return plans + _leftovers(config, snapshot, plans) + _duplicates(config, snapshot, usable)
+    return (plans + _leftovers(config, snapshot, plans) + _duplicates(config, snapshot, usable)
+            + _stand_ins(config, snapshot, usable, own_macs or {}, plans))
 
 
 def _duplicates(config: Config, snapshot: Snapshot, usable: Mapping[str, bool]) -> list[Plan]:
