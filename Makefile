@@ -33,7 +33,7 @@ test: venv debs
 
 # The randomized fault test alone, for 10 minutes of faults (IPSHIFT_CHAOS_SEED=N replays a run).
 chaos: venv debs
-	IPSHIFT_CHAOS_SECONDS=600 IPSHIFT_REQUIRE_NETNS=1 $(PY) -m pytest -q -s tests/lab/test_chaos.py
+	IPSHIFT_CHAOS_SEED=$${IPSHIFT_CHAOS_SEED:-random} IPSHIFT_CHAOS_SECONDS=600 IPSHIFT_REQUIRE_NETNS=1 $(PY) -m pytest -q -s tests/lab/test_chaos.py
 
 bench: venv debs
 	$(PIP) install -q -e '.[test,bench]'

@@ -230,7 +230,11 @@ class Daemon:
                 break
             done += recs
             await self.view.reread("between rounds")
-        moved = {ipaddress.ip_interface(m.address).ip for r in done for m in r.moves if m.ok}
+        moved = {ipaddress.ip_interface(m.address).ip: m.target for r in done for m in r.moves if m.ok}
+        self.nics.placed((nic, ip) for ip, nic in moved.items())
+        if confirmed := self.nics.take_confirmed():
+            again = policy.confirmed_announcements(self.config, self.view.snapshot(), confirmed, moved)
+            await self.runner.run_steps(again, what="again, as the path they were placed on now answers")
         if self._interrupted:
             again = policy.reannouncements(self.config, self.view.snapshot(), self._interrupted, moved,
                                            self.nics.usable())

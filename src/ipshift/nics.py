@@ -15,6 +15,12 @@ from then) and calls ``on_change`` (the daemon wakes its converge loop);
 a wake-up request becomes a timer on the running loop, owned and cancelled
 here.
 
+An address placed on a NIC whose path is not verified (allowed while no NIC's
+path is) was announced into a path nobody answered on: :meth:`placed` keeps
+it, and once that NIC's path is confirmed :meth:`take_confirmed` hands it to
+the daemon to be announced again (the network may not have heard the first
+announcement at all).
+
 The planner reads :meth:`usable`, :meth:`unhealthy` and :meth:`bring_back`;
 ``status`` and metrics read :meth:`health`. With ``detect.link: false`` only
 the device's existence is a link input: carrier and admin state are left to
@@ -33,7 +39,7 @@ from typing import Literal
 from ipshift import health as hl
 from ipshift.config import Config
 from ipshift.journal import NicRecord
-from ipshift.model import Link
+from ipshift.model import IPAddress, Link
 
 log = logging.getLogger("ipshift.nics")
 
@@ -74,6 +80,8 @@ class NicStates:
         self._triggers: dict[str, Trigger] = {}
         self._failback_asked: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._unconfirmed: dict[str, set[IPAddress]] = {}  # placed while the NIC's path was unverified
+        self._confirmed: dict[str, set[IPAddress]] = {}  # ... and its path has answered since
 
     # ------------------------------------------------------------------ set-up
 
@@ -117,6 +125,8 @@ class NicStates:
             if nic not in config.interfaces:
                 del self._health[nic]
                 self._triggers.pop(nic, None)
+                self._unconfirmed.pop(nic, None)
+                self._confirmed.pop(nic, None)
                 self._failback_asked.discard(nic)
                 timer = self._timers.pop(nic, None)
                 if timer is not None:
@@ -154,7 +164,25 @@ class NicStates:
             h = self._health.get(nic)
             if h is not None and h.path != verdict:
                 self._apply(*hl.path(h, verdict, self._clock(), self.timing, why or f"path {verdict}"), at=at)
+                if verdict == "up" and self._unconfirmed.get(nic):
+                    self._confirmed.setdefault(nic, set()).update(self._unconfirmed.pop(nic))
+                    self._on_change()
         self._recheck(at)
+
+    def placed(self, moves: Iterable[tuple[str, IPAddress]]) -> None:
+        """Addresses just moved onto these NICs (and announced there): those on a NIC whose path is
+        probed but not verified are announced again once it is (:meth:`take_confirmed`)."""
+        for nic, ip in moves:
+            h = self._health.get(nic)
+            if h is not None and h.path in ("unverified", "failed"):
+                self._unconfirmed.setdefault(nic, set()).add(ip)
+            elif nic in self._unconfirmed:
+                self._unconfirmed[nic].discard(ip)
+
+    def take_confirmed(self) -> dict[str, set[IPAddress]]:
+        """NIC -> the addresses placed on it while its path was unverified, now that it answers."""
+        out, self._confirmed = self._confirmed, {}
+        return out
 
     def _recheck(self, at: float) -> None:
         """An unverified path counts as up only while no NIC's path is verified at all: a silent

@@ -15,6 +15,8 @@ warnings to log -- without performing I/O:
   holding an address of their gateway's subnet.
 * :func:`reannouncements`: the addresses of the move a previous run died in,
   announced again where they are now.
+* :func:`confirmed_announcements`: the addresses placed on a NIC while its
+  path was unverified, announced again once it answers.
 * :func:`refresh_announcements`: every configured address, announced where it
   is (``announce.refresh``).
 * :func:`verify_targets`: whom to ask, after a move, whether the network
@@ -142,6 +144,22 @@ def reannouncements(config: Config, snapshot: Snapshot, interrupted: Iterable[IP
         dev = found[0].ifname
         if usable.get(nic_of(snapshot, dev), False):
             out.append(Announce(dev, ip, config.announce.count, config.announce.interval))
+    return out
+
+
+def confirmed_announcements(config: Config, snapshot: Snapshot, confirmed: Mapping[str, Iterable[IPAddress]],
+                            moved: Iterable[IPAddress]) -> list[Announce]:
+    """Announce again, where they are, the addresses placed on a NIC while its path was unverified
+    (``confirmed``: NIC -> addresses; its path answers now): the first announcement may have gone
+    into a dead path, and a client keeps the old MAC until its own entry times out. Addresses that
+    have left that NIC, or that this round moved (and announced) again, are left alone."""
+    out: list[Announce] = []
+    done = set(moved)
+    for nic, ips in sorted(confirmed.items()):
+        for ip in sorted(set(ips) - done, key=lambda a: (a.version, a)):
+            found = snapshot.where_is(ip)
+            if len(found) == 1 and nic_of(snapshot, found[0].ifname) == nic:
+                out.append(Announce(found[0].ifname, ip, config.announce.count, config.announce.interval))
     return out
 
 

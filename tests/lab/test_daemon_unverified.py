@@ -96,3 +96,27 @@ def test_a_target_nobody_answers_at_boot_takes_no_nic_down(
     stays(d, A10, ["eth0"], 0.8)
     st = d.status()
     assert st["nics"]["eth0"]["path"] == "unverified" and st["nics"]["eth0"]["state"] == "up"
+
+
+def client_entry(lab: Lab, ip: str) -> str:
+    """The client's neighbour entry for ``ip``: its MAC, or "" (read only)."""
+    out = lab.run(lab.client, "ip", "-j", "neigh", "show", ip).stdout
+    data = json.loads(out) if out.strip() else []
+    return str(data[0].get("lladdr", "")) if data else ""
+
+
+def test_an_address_placed_on_an_unverified_path_is_announced_again_once_it_answers(
+        make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
+    lab = make_lab()
+    lab.run(lab.client, "ping", "-c", "1", "-W", "1", A10.split("/")[0])  # the client learns eth0's MAC
+    assert client_entry(lab, "192.0.2.10") == lab.mac_of("eth0")
+    lab.fail_nic("eth0")
+    lab.detach_nic("eth1")  # carrier up, nothing behind it: no NIC's path is verified
+    d = make_daemon(lab, config())
+    d.wait_for(lambda s: on(s, A10) == ["eth1"], timeout=5.0, what="192.0.2.10 on the only NIC with carrier")
+    time.sleep(0.3)  # its announcements went into the dead path
+    assert client_entry(lab, "192.0.2.10") == lab.mac_of("eth0")
+    lab.attach_nic("eth1")
+    d.wait_for(lambda s: s["nics"]["eth1"]["path"] == "up", timeout=3.0, what="eth1's path verified")
+    wait_until(lambda: client_entry(lab, "192.0.2.10") == lab.mac_of("eth1"), 2.0,
+               "the client told that 192.0.2.10 is at eth1 now", lambda: client_entry(lab, "192.0.2.10"))

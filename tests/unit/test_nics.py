@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 
 import yaml
 
 from ipshift.config import parse_config
 from ipshift.journal import DurableState, NicRecord
-from ipshift.model import Link
+from ipshift.model import Address, Link, Snapshot
 from ipshift.nics import NicStates
+from ipshift.policy import confirmed_announcements
+from ipshift.steps import Announce
 
 CFG = parse_config(yaml.safe_dump({"interfaces": {"eth0": {"addresses": ["192.0.2.10/24"]},
                                                   "eth1": {"addresses": ["192.0.2.11/24"]}},
@@ -44,3 +47,37 @@ def test_a_restart_keeps_a_failed_path_a_hold_down_and_a_drain() -> None:
         before.close()
 
     asyncio.run(scenario())
+
+
+def test_addresses_placed_on_an_unverified_path_are_handed_back_once_it_answers() -> None:
+    async def scenario() -> None:
+        now, woken = [100.0], []
+        nics = NicStates(CFG, on_change=lambda: woken.append(1), clock=lambda: now[0])
+        nics.start(UP)
+        nics.paths_changed([("eth0", "unverified", "", now[0]), ("eth1", "unverified", "", now[0])])
+        a, b, c = (ipaddress.ip_address(f"192.0.2.{i}") for i in (20, 21, 22))
+        nics.placed([("eth1", a), ("eth1", b)])
+        nics.paths_changed([("eth0", "up", "", now[0])])
+        assert nics.take_confirmed() == {}  # another NIC's path: nothing for eth1 yet
+        nics.placed([("eth0", c)])  # eth0's path is verified: announced into a live path, not kept
+        woken.clear()
+        nics.paths_changed([("eth1", "up", "", now[0])])
+        assert woken, "the converge loop is woken to announce them"
+        assert nics.take_confirmed() == {"eth1": {a, b}}
+        assert nics.take_confirmed() == {}  # handed over once
+        nics.path_changed("eth1", "failed", "path lost", now[0])
+        nics.path_changed("eth1", "up", "", now[0])
+        assert nics.take_confirmed() == {}  # nothing was placed on it since
+        nics.close()
+
+    asyncio.run(scenario())
+
+
+def test_confirmed_announcements_are_for_the_addresses_still_on_that_nic() -> None:
+    snap = Snapshot(
+        links=(UP["eth0"], UP["eth1"]),
+        addresses=tuple(Address("eth1", ipaddress.ip_interface(f"192.0.2.{i}/24")) for i in (20, 21))
+        + (Address("eth0", ipaddress.ip_interface("192.0.2.22/24")),))
+    a, b, c, gone = (ipaddress.ip_address(f"192.0.2.{i}") for i in (20, 21, 22, 23))
+    steps = confirmed_announcements(CFG, snap, {"eth1": {a, b, c, gone}}, moved={b})
+    assert steps == [Announce("eth1", a, CFG.announce.count, CFG.announce.interval)]
