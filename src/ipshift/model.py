@@ -7,6 +7,11 @@ never a raw netlink dict. A :class:`Snapshot` is one consistent reading of a
 namespace: links, addresses, routes, neighbours, the per-NIC sysctls that
 matter for failover, and what the kernel can do (802.1Q, macvlan).
 
+A snapshot's addresses are kept per device (:class:`AddressTable` of
+:class:`DeviceAddresses`): the kernel view builds one without copying every
+address, shares each unchanged device's table between snapshots, and readers
+keep what they derive from a device's table in its ``memo``.
+
 This module does no I/O.
 """
 
@@ -14,7 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Mapping, TypeAlias
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeAlias, overload
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface: TypeAlias = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -122,36 +128,161 @@ class KernelFeatures:
     ipv6: bool = True
 
 
+class DeviceAddresses:
+    """The addresses of one device, by IP: never changed once made. The view shares it between the
+    snapshots in which the device's addresses did not change, so what a reader derives from it once
+    (``memo``: the planner's per-device counts) stays valid as long as the object lives."""
+
+    __slots__ = ("name", "by_ip", "_all", "memo")
+
+    def __init__(self, name: str, by_ip: dict[IPAddress, Address]) -> None:
+        self.name = name
+        self.by_ip = by_ip
+        self._all: tuple[Address, ...] | None = None
+        self.memo: dict[object, object] = {}
+
+    @property
+    def all(self) -> tuple[Address, ...]:
+        if self._all is None:
+            self._all = tuple(self.by_ip.values())
+        return self._all
+
+    def __len__(self) -> int:
+        return len(self.by_ip)
+
+
+class AddressTable(Sequence[Address]):
+    """A snapshot's addresses, device by device (what :attr:`Snapshot.addresses` holds when the
+    view made the snapshot: no per-snapshot copy of every address). ``multi``: the IPs that more
+    than one device holds (kept up to date by the view, so duplicates are found without a scan)."""
+
+    __slots__ = ("_devs", "_multi", "_flat")
+
+    def __init__(self, devs: Mapping[str, DeviceAddresses], multi: frozenset[IPAddress] | None = None) -> None:
+        self._devs = devs
+        self._flat: tuple[Address, ...] | None = None
+        if multi is None:
+            count: dict[IPAddress, int] = {}
+            for d in devs.values():
+                for ip in d.by_ip:
+                    count[ip] = count.get(ip, 0) + 1
+            multi = frozenset(ip for ip, n in count.items() if n > 1)
+        self._multi = multi
+
+    @classmethod
+    def of(cls, addresses: Iterable[Address]) -> AddressTable:
+        by_dev: dict[str, dict[IPAddress, Address]] = {}
+        for a in addresses:
+            by_dev.setdefault(a.ifname, {})[a.ip] = a
+        return cls({name: DeviceAddresses(name, m) for name, m in by_dev.items()})
+
+    def device(self, name: str) -> DeviceAddresses | None:
+        return self._devs.get(name)
+
+    def devices(self) -> Mapping[str, DeviceAddresses]:
+        return self._devs
+
+    def on(self, name: str) -> tuple[Address, ...]:
+        d = self._devs.get(name)
+        return d.all if d is not None else ()
+
+    def where_is(self, ip: IPAddress) -> tuple[Address, ...]:
+        out = []
+        for d in self._devs.values():
+            a = d.by_ip.get(ip)
+            if a is not None:
+                out.append(a)
+        return tuple(out)
+
+    @property
+    def multi(self) -> frozenset[IPAddress]:
+        return self._multi
+
+    def _tuple(self) -> tuple[Address, ...]:
+        if self._flat is None:
+            self._flat = tuple(a for d in self._devs.values() for a in d.by_ip.values())
+        return self._flat
+
+    def __len__(self) -> int:
+        return sum(len(d.by_ip) for d in self._devs.values())
+
+    def __iter__(self) -> Iterator[Address]:
+        for d in self._devs.values():
+            yield from d.by_ip.values()
+
+    @overload
+    def __getitem__(self, i: int) -> Address: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Address, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Address | tuple[Address, ...]:
+        return self._tuple()[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AddressTable):
+            return self._tuple() == other._tuple()
+        if isinstance(other, tuple):
+            return self._tuple() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"AddressTable({self._tuple()!r})"
+
+
+class _RouteIndex:
+    """Routes by (destination, gateway) and by device, of one routes tuple."""
+
+    __slots__ = ("routes", "by_key", "by_dev")
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        by_key: dict[tuple[IPNetwork, IPAddress | None], list[Route]] = {}
+        by_dev: dict[str | None, list[Route]] = {}
+        for r in routes:
+            by_key.setdefault((r.dst, r.gateway), []).append(r)
+            by_dev.setdefault(r.ifname, []).append(r)
+        self.by_key = {k: tuple(v) for k, v in by_key.items()}
+        self.by_dev = {k: tuple(v) for k, v in by_dev.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One reading of a namespace's network state."""
+    """One reading of a namespace's network state.
+
+    ``addresses``: a tuple, or the view's :class:`AddressTable`; the lookups below use the table
+    (built on first use from a tuple)."""
 
     links: tuple[Link, ...] = ()
-    addresses: tuple[Address, ...] = ()
+    addresses: Sequence[Address] = ()
     routes: tuple[Route, ...] = ()
     neighbours: tuple[Neighbour, ...] = ()
     sysctls: Mapping[str, LinkSysctls] = field(default_factory=dict)
     features: KernelFeatures = field(default_factory=KernelFeatures)
     # lookup indexes, built on first use (a snapshot never changes, so they never go stale)
-    _by_ip: dict[IPAddress, tuple[Address, ...]] | None = field(default=None, init=False, compare=False, repr=False)
-    _by_dev: dict[str, tuple[Address, ...]] | None = field(default=None, init=False, compare=False, repr=False)
+    _table: AddressTable | None = field(default=None, init=False, compare=False, repr=False)
     _by_name: dict[str, Link] | None = field(default=None, init=False, compare=False, repr=False)
-    _by_route: dict[tuple[IPNetwork, IPAddress | None], tuple[Route, ...]] | None = field(
-        default=None, init=False, compare=False, repr=False)
+    _routes: _RouteIndex | None = field(default=None, init=False, compare=False, repr=False)
 
-    def _index(self) -> None:
-        by_ip: dict[IPAddress, list[Address]] = {}
-        by_dev: dict[str, list[Address]] = {}
-        for a in self.addresses:
-            by_ip.setdefault(a.ip, []).append(a)
-            by_dev.setdefault(a.ifname, []).append(a)
-        object.__setattr__(self, "_by_ip", {k: tuple(v) for k, v in by_ip.items()})
-        object.__setattr__(self, "_by_dev", {k: tuple(v) for k, v in by_dev.items()})
-        object.__setattr__(self, "_by_name", {l.name: l for l in self.links})
+    @property
+    def table(self) -> AddressTable:
+        """The addresses by device (see :class:`AddressTable`)."""
+        if self._table is None:
+            table = self.addresses if isinstance(self.addresses, AddressTable) else AddressTable.of(self.addresses)
+            object.__setattr__(self, "_table", table)
+            return table
+        return self._table
+
+    def adopt_indexes(self, older: Snapshot) -> None:
+        """Share ``older``'s route index when the routes are the same tuple (the view: a snapshot
+        after an address or link event)."""
+        if older._routes is not None and older.routes is self.routes and self._routes is None:
+            object.__setattr__(self, "_routes", older._routes)
 
     def link(self, name: str) -> Link | None:
         if self._by_name is None:
-            self._index()
+            object.__setattr__(self, "_by_name", {l.name: l for l in self.links})
         assert self._by_name is not None
         return self._by_name.get(name)
 
@@ -162,27 +293,25 @@ class Snapshot:
         return None
 
     def addresses_on(self, ifname: str) -> tuple[Address, ...]:
-        if self._by_dev is None:
-            self._index()
-        assert self._by_dev is not None
-        return self._by_dev.get(ifname, ())
+        return self.table.on(ifname)
 
     def where_is(self, ip: IPAddress) -> tuple[Address, ...]:
         """Every link that holds ``ip`` (normally zero or one)."""
-        if self._by_ip is None:
-            self._index()
-        assert self._by_ip is not None
-        return self._by_ip.get(ip, ())
+        return self.table.where_is(ip)
+
+    def _route_index(self) -> _RouteIndex:
+        if self._routes is None:
+            object.__setattr__(self, "_routes", _RouteIndex(self.routes))
+        assert self._routes is not None
+        return self._routes
 
     def routes_to(self, dst: IPNetwork, gateway: IPAddress | None) -> tuple[Route, ...]:
         """The routes to ``dst`` through ``gateway`` (any device, any table)."""
-        if self._by_route is None:
-            by_route: dict[tuple[IPNetwork, IPAddress | None], list[Route]] = {}
-            for r in self.routes:
-                by_route.setdefault((r.dst, r.gateway), []).append(r)
-            object.__setattr__(self, "_by_route", {k: tuple(v) for k, v in by_route.items()})
-        assert self._by_route is not None
-        return self._by_route.get((dst, gateway), ())
+        return self._route_index().by_key.get((dst, gateway), ())
+
+    def routes_on(self, ifname: str) -> tuple[Route, ...]:
+        """The routes through ``ifname`` (any table)."""
+        return self._route_index().by_dev.get(ifname, ())
 
     def has_route(self, dst: IPNetwork, ifname: str, gateway: IPAddress | None) -> bool:
         """Is there a route to ``dst`` through ``gateway`` on ``ifname``?"""

@@ -20,6 +20,11 @@ all reuse the same text: nothing is serialised twice.
 
 Path verification ends after the record: its results are a part of their own
 (``"verification"``), serialised once when the last of them is in.
+
+Memory: a record of more than ``COMPRESS_OVER`` moves is kept zlib-compressed
+(:mod:`ipshift.recordtext`; 10,000 moves are 10 MiB of text), a serialised
+record drops its raw steps (the text holds them), and after a large one the
+worker returns the C heap's free pages to the system (``trim_heap``).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ipshift.metrics import Tally
+from ipshift.recordtext import Kept as _Kept, log_record, trim_heap
 from ipshift.nics import TriggerKind
 from ipshift.plan import Plan, PlanKind
 from ipshift.steps import Step, StepOp, op_of
@@ -42,7 +49,7 @@ log = logging.getLogger("ipshift.records")
 
 SLICE_S = 0.0005  # at most this much serialisation between two turns of the event loop
 CHUNK_MOVES = 1000  # moves per text part
-SUMMARY_OVER = 16  # records with more moves are logged as a summary
+COMPRESS_OVER = 64  # records with more moves are kept compressed
 VerifyState = Literal["none", "checking", "done"]
 VerifyResultKind = Literal["confirmed", "unconfirmed"]
 
@@ -72,12 +79,16 @@ class MoveRecord:
     error: str = ""
     conflict: bool = False
     first_announce_ms: float | None = None
+    # how the conflict check ran: "" (none), "strict", "optimistic", or "known" (a fresh clear background
+    # finding: moved at once, defended after), with the finding's age
+    conflict_check: str = ""
     # (step, phase start, phase end, error, undo), monotonic: turned into StepRecords when serialised
     raw: list[tuple[Step, float, float, str, bool]] = field(default_factory=list)
 
     def steps(self, t0: float) -> list[StepRecord]:
+        """In the order they started (a probe that defends a move is recorded when it ends)."""
         return [StepRecord(op_of(st), st.describe(), (a - t0) * 1000.0, (b - a) * 1000.0, not err, err, undo)
-                for st, a, b, err, undo in self.raw]
+                for st, a, b, err, undo in sorted(self.raw, key=lambda r: r[1])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +132,7 @@ class Record:
 
     def move_dict(self, m: MoveRecord) -> dict[str, Any]:
         return {"address": m.address, "source": m.source, "target": m.target, "device": m.device, "ok": m.ok,
-                "error": m.error, "conflict": m.conflict,
+                "error": m.error, "conflict": m.conflict, "conflict_check": m.conflict_check,
                 "first_announce_ms": None if m.first_announce_ms is None else round(m.first_announce_ms, 3),
                 "steps": [s.as_dict() for s in m.steps(self.t0)]}
 
@@ -136,25 +147,12 @@ def _dumps(value: Any) -> str:
 
 
 class TextSink(Protocol):
-    def submit_text(self, parts: Sequence[str]) -> None: ...
+    def submit_text(self, parts: Sequence[str | bytes]) -> None: ...
 
 
 @runtime_checkable
 class Closable(Protocol):
     def close(self) -> None: ...
-
-
-@dataclass(slots=True)
-class _Kept:
-    """A serialised record: its text without the verification part, and that part."""
-
-    id: int
-    moves: int
-    core: list[str]  # '{"id":...,"moves":[...]' -- no closing brace
-    verification: str
-
-    def parts(self) -> list[str]:
-        return [*self.core, ',"verification":', self.verification, "}"]
 
 
 class History:
@@ -175,6 +173,7 @@ class History:
         self._settled.set()
         self._last_id = 0
         self.encoded = 0  # records serialised (for tests: once each)
+        self._large = False  # a record of more than COMPRESS_OVER moves was serialised since the last trim
 
     @classmethod
     def open(cls, state_dir: str) -> History:
@@ -210,7 +209,8 @@ class History:
             except (KeyError, TypeError, ValueError):
                 continue
             core = _dumps(doc)[:-1] + ',"moves":' + _dumps(moves)
-            self._kept.append(_Kept(rid, len(moves), [core], _dumps(verification)))
+            kept: str | bytes = zlib.compress(core.encode(), 1) if len(moves) > COMPRESS_OVER else core
+            self._kept.append(_Kept(rid, len(moves), [kept], _dumps(verification)))
             self._last_id = max(self._last_id, rid)
         self._trim()
 
@@ -278,6 +278,9 @@ class History:
                 self._queue.popleft()
                 self._write_file()
             self._settled.set()
+            if self._large:
+                self._large = False
+                trim_heap()
 
     def flush(self) -> None:
         """Serialise everything queued now, at once (at shutdown, and in tests without a loop task)."""
@@ -299,26 +302,39 @@ class History:
     def _encode_steps(self, rec: Record) -> Iterator[None]:
         deadline = self._clock() + SLICE_S
         head = _dumps(rec.head())
-        chunks: list[str] = [head[:-1] + ',"moves":[']
+        chunks: list[str | bytes] = [head[:-1] + ',"moves":[']
         buf: list[str] = []
+        packer = zlib.compressobj(1) if len(rec.moves) > COMPRESS_OVER else None
+        packed: list[bytes] = []
         for i, m in enumerate(rec.moves):
             if i:
                 buf.append(",")
             buf.append(_dumps(rec.move_dict(m)))
             if len(buf) >= 2 * CHUNK_MOVES:
-                chunks.append("".join(buf))
+                if packer is not None:
+                    packed.append(packer.compress("".join(buf).encode()))
+                else:
+                    chunks.append("".join(buf))
                 buf = []
             if i % 32 == 31 and self._clock() > deadline:
                 yield
                 deadline = self._clock() + SLICE_S
         buf.append("]")
-        chunks.append("".join(buf))
+        if packer is not None:
+            packed.append(packer.compress("".join(buf).encode()))
+            packed.append(packer.flush())
+            chunks.append(b"".join(packed))
+        else:
+            chunks.append("".join(buf))
         verification = _dumps(rec.verification_dict()) if rec.verification != "checking" else \
             '{"state":"checking","moves":{}}'
         self._kept.append(_Kept(rec.id, len(rec.moves), chunks, verification))
         self.encoded += 1
+        self._large = self._large or len(rec.moves) > COMPRESS_OVER
         self._trim()
-        _log_record(rec)
+        log_record(rec)
+        for m in rec.moves:  # the text holds them now
+            m.raw = []
 
     def _update_verification(self, rec: Record) -> None:
         for k in self._kept:
@@ -335,35 +351,13 @@ class History:
         if self._sink is None:
             return
         last = list(self._kept)[-self.max_file:]
-        parts: list[str] = ['{"version":1,"history":[']
+        parts: list[str | bytes] = ['{"version":1,"history":[']
         for i, k in enumerate(last):
             if i:
                 parts.append(",")
-            parts.extend(k.parts())
+            parts.extend(k.stored())
         parts.append("]}")
         self._sink.submit_text(parts)
-
-
-def _log_record(rec: Record) -> None:
-    ok = sum(1 for m in rec.moves if m.ok)
-    if len(rec.moves) > SUMMARY_OVER:
-        log.info("%s of %s: %d of %d addresses moved in %.2f ms (record #%d)", rec.kind, rec.nic, ok,
-                 len(rec.moves), rec.total_ms, rec.id)
-        for m in [m for m in rec.moves if not m.ok][:SUMMARY_OVER]:
-            log.warning("%s of %s: %s not moved to %s: %s", rec.kind, rec.nic, m.address, m.device, m.error)
-        return
-    for m in rec.moves:
-        if m.ok:
-            log.info("%s of %s: %s -> %s in %.2f ms (first announcement at %.2f ms)", rec.kind, rec.nic,
-                     m.address, m.device, sum((b - a) for _, a, b, _, _ in m.raw) * 1000.0,
-                     m.first_announce_ms if m.first_announce_ms is not None else float("nan"))
-        else:
-            log.warning("%s of %s: %s not moved to %s: %s", rec.kind, rec.nic, m.address, m.device, m.error)
-        for s in m.steps(rec.t0):
-            log.info("    %-14s %8.3f ms  %s%s%s", s.op, s.ms, "undo: " if s.undo else "", s.text,
-                     f"  FAILED: {s.error}" if not s.ok else "")
-    for s in rec.nic_steps:
-        log.info("    %-14s %8.3f ms  %s", s.op, s.ms, s.text)
 
 
 class RefusalLog:

@@ -19,7 +19,14 @@ holds. Three things change it:
   dump when it ends; two re-reads may overlap, each with its own overlay.
 
 :meth:`~KernelView.snapshot` hands the planner an immutable
-:class:`~ipshift.model.Snapshot`, built once per change (not per call).
+:class:`~ipshift.model.Snapshot`, built once per change (not per call) and
+never by copying every address: the view keeps each device's addresses
+apart, and a snapshot shares the :class:`~ipshift.model.DeviceAddresses` of
+every device whose addresses did not change since the last one (with what
+the planner derived from them); an event costs O(1), a snapshot O(devices +
+addresses of the devices that changed), and the routes' index is shared
+while the routes stay the same. A re-read keeps the tables of the devices
+whose addresses it found unchanged.
 ``listener`` (the executor) hears of every link the view learns or forgets,
 for its socket and ifindex caches.
 """
@@ -32,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from ipshift.model import Address, IPAddress, IPInterface, Link, Route, Snapshot
+from ipshift.model import Address, AddressTable, DeviceAddresses, IPAddress, IPInterface, Link, Route, Snapshot
 from ipshift.steps import AddAddress, AddRoute, DelAddress, DelLink, DelRoute, MoveRoutes, Step, stand_in_mac
 
 log = logging.getLogger("ipshift.view")
@@ -89,10 +96,16 @@ class KernelView:
         self._listener = listener
         self._base = Snapshot()  # routes, neighbours, sysctls, features of the last dump
         self._links: dict[str, Link] = {}
-        self._addresses: dict[AddrKey, Address] = {}
+        # addresses per device (what events change), the frozen tables the last snapshot shares,
+        # the devices changed since, and how many devices hold each IP (for the duplicates)
+        self._devs: dict[str, dict[IPAddress, Address]] = {}
+        self._tables: dict[str, DeviceAddresses] = {}
+        self._dirty: set[str] = set()
+        self._holders: dict[IPAddress, int] = {}
+        self._multi: set[IPAddress] = set()
         self._overlays: list[_Overlay] = []
         self._cached: Snapshot | None = None
-        self._on_device: dict[str, tuple[Address, ...]] = {}  # addresses per device, built on demand
+        self._last: Snapshot | None = None  # the last snapshot made (its route index is shared)
         self._last_seen: dict[str, Link] = {}  # devices that are gone, as they were last seen
         self._own_mac: dict[str, str] = {}  # each device's own MAC: never a stand-in ipshift gave it
 
@@ -107,9 +120,25 @@ class KernelView:
     def snapshot(self) -> Snapshot:
         """The view as an immutable snapshot (the same object until something changes)."""
         if self._cached is None:
-            self._cached = replace(self._base, links=tuple(self._links.values()),
-                                   addresses=tuple(self._addresses.values()))
+            for dev in self._dirty:
+                held = self._devs.get(dev)
+                if held:
+                    self._tables[dev] = DeviceAddresses(dev, dict(held))
+                else:
+                    self._tables.pop(dev, None)
+            self._dirty.clear()
+            # devices in ifindex order, as a dump lists them: where_is() names the holders in that order
+            order = sorted(self._tables, key=lambda d: ((l.index, d) if (l := self._links.get(d)) else (1 << 31, d)))
+            table = AddressTable({d: self._tables[d] for d in order}, frozenset(self._multi))
+            snap = replace(self._base, links=tuple(self._links.values()), addresses=table)
+            if self._last is not None:
+                snap.adopt_indexes(self._last)
+            self._cached = self._last = snap
         return self._cached
+
+    def address(self, ifname: str, ip: IPAddress) -> Address | None:
+        """The address ``ip`` on ``ifname``, as the view has it now."""
+        return self._devs.get(ifname, {}).get(ip)
 
     def link(self, name: str) -> Link | None:
         return self._links.get(name)
@@ -149,9 +178,7 @@ class KernelView:
         """The address a path probe from ``nic`` uses: its own, in the target's subnet (IPv6: or its
         link-local); None (0.0.0.0 for ARP) when it holds none, e.g. after its addresses moved away."""
         link_local: IPAddress | None = None
-        if nic not in self._on_device:
-            self._on_device[nic] = tuple(a for (dev, _), a in self._addresses.items() if dev == nic)
-        for a in self._on_device[nic]:
+        for a in self._devs.get(nic, {}).values():
             ip = a.ip
             if ip.version != target.version:
                 continue
@@ -193,15 +220,14 @@ class KernelView:
         return old
 
     def apply_address(self, added: bool, ifname: str, interface: IPInterface) -> None:
-        key = (ifname, interface.ip)
+        ip = interface.ip
         if added:
-            self._addresses[key] = Address(ifname=ifname, interface=interface)
+            self._put(Address(ifname=ifname, interface=interface))
         else:
-            self._addresses.pop(key, None)
+            self._drop(ifname, ip)
         for o in self._overlays:
-            o.addresses[key] = self._addresses.get(key)
+            o.addresses[(ifname, ip)] = self.address(ifname, ip)
         self._cached = None
-        self._on_device.pop(ifname, None)
 
     def note(self, steps: Sequence[Step]) -> None:
         """Completed steps: what they changed goes into the view at once (see the module docstring).
@@ -262,45 +288,84 @@ class KernelView:
                 links.pop(name, None)
             else:
                 links[name] = newer
-        addresses = {(a.ifname, a.ip): a for a in snap.addresses if a.ifname in links}
-        for key, addr in (overlay.addresses.items() if overlay is not None else ()):
+        devs: dict[str, dict[IPAddress, Address]] = {}
+        for a in snap.addresses:
+            if a.ifname in links:
+                devs.setdefault(a.ifname, {})[a.ip] = a
+        for (dev, ip), addr in (overlay.addresses.items() if overlay is not None else ()):
             if addr is None:
-                addresses.pop(key, None)
+                devs.get(dev, {}).pop(ip, None)
             else:
-                addresses[key] = addr
+                devs.setdefault(dev, {})[ip] = addr
         self._base = replace(snap, links=(), addresses=())
         self._last_seen.update({n: l for n, l in self._links.items() if n not in links})
         for link in links.values():
             self._learn_mac(link)
         self._links = links
-        self._addresses = addresses
+        self._load_addresses(devs)
         self._cached = None
-        self._on_device.clear()
         if self._listener is not None:
             for link in links.values():
                 self._listener.learn_link(link.name, link.index, link.mac)
 
     # ------------------------------------------------------------------ internals
 
+    def _put(self, a: Address) -> None:
+        held = self._devs.setdefault(a.ifname, {})
+        if a.ip not in held:
+            n = self._holders.get(a.ip, 0) + 1
+            self._holders[a.ip] = n
+            if n > 1:
+                self._multi.add(a.ip)
+        held[a.ip] = a
+        self._dirty.add(a.ifname)
+
+    def _drop(self, ifname: str, ip: IPAddress) -> None:
+        held = self._devs.get(ifname)
+        if held is None or held.pop(ip, None) is None:
+            return
+        if not held:
+            del self._devs[ifname]
+        n = self._holders.get(ip, 0) - 1
+        if n <= 0:
+            self._holders.pop(ip, None)
+        else:
+            self._holders[ip] = n
+        if n <= 1:
+            self._multi.discard(ip)
+        self._dirty.add(ifname)
+
+    def _load_addresses(self, devs: dict[str, dict[IPAddress, Address]]) -> None:
+        """A dump's addresses: a device whose addresses are those of its current table keeps the
+        table (and what readers derived from it)."""
+        holders: dict[IPAddress, int] = {}
+        for held in devs.values():
+            for ip in held:
+                holders[ip] = holders.get(ip, 0) + 1
+        self._dirty = {dev for dev in set(devs) | set(self._tables)
+                       if (t := self._tables.get(dev)) is None or dev not in devs or t.by_ip != devs[dev]}
+        self._devs = {dev: held for dev, held in devs.items() if held}
+        self._holders = holders
+        self._multi = {ip for ip, n in holders.items() if n > 1}
+
     def _forget(self, name: str, keep_addresses_as: str | None = None) -> None:
         gone = self._links.pop(name, None)
         if gone is not None:
             self._last_seen[name] = gone
-        moved = {k: a for k, a in self._addresses.items() if k[0] == name}
-        for key in moved:
-            del self._addresses[key]
+        moved = dict(self._devs.get(name, {}))
+        for ip in moved:
+            self._drop(name, ip)
         if keep_addresses_as is not None:
-            for (_, ip), a in moved.items():
-                self._addresses[(keep_addresses_as, ip)] = replace(a, ifname=keep_addresses_as)
+            for a in moved.values():
+                self._put(replace(a, ifname=keep_addresses_as))
         for o in self._overlays:
             o.links[name] = None
-            for key in moved:
-                o.addresses[key] = None
+            for ip in moved:
+                o.addresses[(name, ip)] = None
             if keep_addresses_as is not None:
-                for (_, ip) in moved:
-                    o.addresses[(keep_addresses_as, ip)] = self._addresses[(keep_addresses_as, ip)]
+                for ip in moved:
+                    o.addresses[(keep_addresses_as, ip)] = self.address(keep_addresses_as, ip)
         self._cached = None
-        self._on_device.clear()
         if self._listener is not None:
             self._listener.forget_link(name)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import zlib
 from collections.abc import Sequence
 
 from ipshift.records import History, MoveRecord, Record
@@ -15,8 +16,8 @@ class Sink:
     def __init__(self) -> None:
         self.docs: list[str] = []
 
-    def submit_text(self, parts: Sequence[str]) -> None:
-        self.docs.append("".join(parts))
+    def submit_text(self, parts: Sequence[str | bytes]) -> None:  # bytes: zlib-compressed text
+        self.docs.append("".join(p if isinstance(p, str) else zlib.decompress(p).decode() for p in parts))
 
 
 def big(i: int, n: int) -> Record:

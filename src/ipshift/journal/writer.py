@@ -34,7 +34,8 @@ import logging
 import os
 import secrets
 import threading
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +49,20 @@ VERSION = 1
 _tmp_seq = itertools.count()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by a file of exactly ``data``, or raise and leave it as it was (see above)."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Replace ``path`` by a file of exactly ``data`` (bytes, or pieces of bytes written one after the
+    other: a large document is never joined in memory), or raise and leave it as it was (see above)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_tmp_seq)}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)  # never reused
     try:
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                if n <= 0:
-                    raise OSError(errno.EIO, f"write made no progress, {len(view)} bytes left", str(tmp))
-                view = view[n:]
+            for piece in (data,) if isinstance(data, bytes) else data:
+                view = memoryview(piece)
+                while view:
+                    n = os.write(fd, view)
+                    if n <= 0:
+                        raise OSError(errno.EIO, f"write made no progress, {len(view)} bytes left", str(tmp))
+                    view = view[n:]
             os.fsync(fd)
         finally:
             os.close(fd)  # may report a delayed write error (NFS): still before the rename
@@ -106,7 +109,7 @@ class Journal:
         self.path = Path(state_dir) / name
         self._cond = threading.Condition()
         self._io = threading.Lock()  # held around each write_atomic; taken before _cond, never inside it
-        self._pending: dict[str, Any] | Sequence[str] | None = None
+        self._pending: dict[str, Any] | Sequence[str | bytes] | None = None
         self._submitted = 0  # documents are numbered 1, 2, ... as they are handed over
         self._written = 0  # the newest one whose write is done (or skipped as obsolete, or failed)
         self._durable = 0  # the one on disk
@@ -122,11 +125,13 @@ class Journal:
         """Hand over the latest document, written on the journal's thread; not to be mutated after."""
         self._hand_over(doc)
 
-    def submit_text(self, parts: Sequence[str]) -> None:
-        """Hand over a document serialised already, as text parts to join; not to be changed after."""
+    def submit_text(self, parts: Sequence[str | bytes]) -> None:
+        """Hand over a document serialised already, as text parts written one after the other; not to
+        be changed after. A part that is bytes is zlib-compressed UTF-8 text (the history keeps its
+        large records so): it is written decompressed, a piece at a time."""
         self._hand_over(parts)
 
-    def _hand_over(self, doc: dict[str, Any] | Sequence[str] | None) -> int:
+    def _hand_over(self, doc: dict[str, Any] | Sequence[str | bytes] | None) -> int:
         with self._cond:
             self._pending = doc
             self._submitted += 1
@@ -153,10 +158,10 @@ class Journal:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _write(self, seq: int, doc: dict[str, Any] | Sequence[str], on_thread: bool = False) -> None:
+    def _write(self, seq: int, doc: dict[str, Any] | Sequence[str | bytes], on_thread: bool = False) -> None:
         try:
-            data = (json.dumps({"version": VERSION, **doc}, sort_keys=True, default=str) if isinstance(doc, dict)
-                    else "".join(doc)).encode()
+            data = (json.dumps({"version": VERSION, **doc}, sort_keys=True, default=str).encode()
+                    if isinstance(doc, dict) else _pieces(doc))
             with self._io:
                 with self._cond:
                     if self._durable >= seq:
@@ -181,6 +186,20 @@ class Journal:
             if doc is None:
                 return  # closed, and all written
             self._write(seq, doc, on_thread=True)
+
+
+def _pieces(parts: Sequence[str | bytes], piece: int = 1 << 20) -> Iterator[bytes]:
+    """The document's bytes, a part at a time (a compressed part in pieces of at most ``piece``)."""
+    for part in parts:
+        if isinstance(part, str):
+            yield part.encode()
+            continue
+        unz = zlib.decompressobj()
+        tail = part
+        while tail:
+            yield unz.decompress(tail, piece)
+            tail = unz.unconsumed_tail
+        yield unz.flush()
 
 
 # --------------------------------------------------------------------------- the state document

@@ -363,7 +363,7 @@ class Executor:
                 except LookupError:
                     sidx = None
                 errors = [e for e in await self.withdrawn.move(self.ipr, source, sidx, target,
-                                                               await self._ifindex(target), routes) if e]
+                                                               await self._ifindex(target), routes, self._batch) if e]
                 if errors:
                     raise StepFailed(step, "; ".join(errors))
             case DemoteRoutes(ifname=ifname):

@@ -20,6 +20,12 @@ socket asks for capped acks, ``NETLINK_CAP_ACK``), 20 bytes each.
 
 Requests are sent in chunks so the answers always fit the receive buffer.
 
+:func:`route_message` encodes a route request with every attribute a route can
+carry here (protocol, scope, table, metric, preferred source; ``NLM_F_APPEND``
+for an add, as a moved route coexists with the survivor's own) straight with
+:mod:`struct`, for :meth:`NetlinkBatch.messages`: moving a failed NIC's 1,000
+routes was 2,000 round trips through the async socket.
+
 :func:`dump_routes` reads the routes of one table through one device with the
 kernel doing the filtering (``NETLINK_GET_STRICT_CHK``): without it a route dump
 returns every route of every table -- with 10,000 addresses, 20,000 local and
@@ -52,7 +58,8 @@ NLMSG_DONE = 3
 NETLINK_GET_STRICT_CHK = 12
 RTM_GETROUTE = 26
 NLM_F_DUMP = 0x300
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x1, 0x4, 0x200, 0x400, 0x800
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
 RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE, RTM_DELROUTE = 20, 21, 24, 25
 IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
@@ -60,6 +67,8 @@ CHUNK = 1024
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _ERR = struct.Struct("=i")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_RTA_U32 = struct.Struct("=HHI")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,31 @@ def route_template(add: bool, index: int, dst: IPNetwork, via: IPAddress | None,
     return _template(r, dst.network_address.packed, 12)
 
 
+def _rta(kind: int, value: bytes) -> bytes:
+    length = 4 + len(value)
+    return struct.pack("=HH", length, kind) + value + b"\0" * ((-length) % 4)
+
+
+def route_message(add: bool, dst: IPNetwork, oif: int, *, table: int, proto: int, scope: int,
+                  gateway: IPAddress | None, metric: int | None, src: IPAddress | None) -> bytes:
+    """An ``RTM_NEWROUTE`` with ``NLM_F_APPEND`` (``add``) or an ``RTM_DELROUTE`` of one unicast route,
+    with every attribute given; the sequence number is set when sent (:meth:`NetlinkBatch.messages`)."""
+    family = AF_INET if dst.version == 4 else AF_INET6
+    body = _RTMSG.pack(family, dst.prefixlen, 0, 0, table if table < 256 else 252, proto, scope, 1, 0)
+    body += _RTA_U32.pack(8, RTA_TABLE, table)
+    if dst.prefixlen:
+        body += _rta(RTA_DST, dst.network_address.packed)
+    body += _RTA_U32.pack(8, RTA_OIF, oif)
+    if gateway is not None:
+        body += _rta(RTA_GATEWAY, gateway.packed)
+    if metric is not None:
+        body += _RTA_U32.pack(8, RTA_PRIORITY, metric)
+    if src is not None:
+        body += _rta(RTA_PREFSRC, src.packed)
+    flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_APPEND if add else 0)
+    return _HDR.pack(_HDR.size + len(body), RTM_NEWROUTE if add else RTM_DELROUTE, flags, 0, 0) + body
+
+
 class NetlinkBatch:
     """A NETLINK_ROUTE socket for bulk requests (blocking; each call returns within the kernel's work)."""
 
@@ -171,6 +205,10 @@ class NetlinkBatch:
                         pending -= 1
                     off += (length + 3) & ~3
         return results
+
+    def messages(self, msgs: Sequence[bytes]) -> list[int]:
+        """Send requests encoded already (:func:`route_message`); errno per request."""
+        return self.run([(_Template(m, (), 0), b"") for m in msgs])
 
     def addresses(self, add: bool, items: Iterable[tuple[int, IPInterface]]) -> list[int]:
         """Add (or delete) each (ifindex, address/prefix); errno per item."""

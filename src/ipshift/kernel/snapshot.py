@@ -6,7 +6,10 @@ sysctls from ``/proc/sys`` and the kernel feature probe. The dumps are not one
 atomic reading: an address or route whose link appeared after the link dump
 is left out (the next snapshot has it).
 
-The messages become values through the pure converters of
+The daemon's own reads (no ``ipr`` handed in) take the addresses and routes
+from :mod:`ipshift.kernel.rawdump`, which reads the netlink bytes itself (a
+re-read of 10,000 addresses through pyroute2's decoder took over a second);
+the messages of the other dumps become values through the pure converters of
 :mod:`ipshift.kernel.convert` (which also holds the kernel's rules for the
 effective sysctl values); they are re-exported here, so that
 ``from ipshift.kernel.snapshot import link_from_msg`` keeps working.
@@ -14,6 +17,7 @@ effective sysctl values); they are re-exported here, so that
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +38,7 @@ from ipshift.kernel.convert import (
 )
 from ipshift.kernel.features import probe_features
 from ipshift.kernel.netns import call_in_netns
+from ipshift.kernel.rawdump import AddressKey as rawdump_key
 from ipshift.model import Address, KernelFeatures, Link, LinkSysctls, Neighbour, Route, Snapshot
 
 __all__ = [
@@ -156,8 +161,12 @@ def read_snapshot(
 
 def _read(ipr: Any, netns: str | None, features: KernelFeatures | None, *, kernel_filter: bool) -> Snapshot:
     links = read_links(ipr)
-    addresses = read_addresses(ipr, links)
-    routes = read_routes(ipr, links, kernel_filter=kernel_filter, netns=netns)
+    raw = _read_raw(links, netns) if kernel_filter else None
+    if raw is not None:
+        addresses, routes = raw
+    else:
+        addresses = read_addresses(ipr, links)
+        routes = read_routes(ipr, links, kernel_filter=kernel_filter, netns=netns)
     neighbours = read_neighbours(ipr, links)
     sysctls = read_sysctls([link.name for link in links], netns)
     if features is None:
@@ -170,6 +179,30 @@ def _read(ipr: Any, netns: str | None, features: KernelFeatures | None, *, kerne
         sysctls=sysctls,
         features=features,
     )
+
+
+def _read_raw(links: Iterable[Link], netns: str | None) -> tuple[tuple[Address, ...], tuple[Route, ...]] | None:
+    """Addresses and main-table routes read from the netlink bytes (:mod:`ipshift.kernel.rawdump`);
+    None when the kernel refuses the filtered route dump (no strict checking: the pyroute2 path)."""
+    from ipshift.kernel import rawdump
+
+    ifnames = _ifnames(links)
+
+    def read() -> tuple[tuple[Address, ...], tuple[Route, ...]]:
+        with _known_lock:  # (two re-reads may overlap: one at a time reuses the last one's objects)
+            known = _known.setdefault(netns, {})
+            found = tuple(rawdump.addresses(ifnames, known))
+        return found, tuple(rawdump.routes(ifnames, RT_TABLE_MAIN))
+
+    try:
+        return call_in_netns(netns, read)
+    except OSError:
+        return None
+
+
+# the addresses of the last dump per namespace (None: the caller's), reused by the next one
+_known: dict[str | None, dict[rawdump_key, Address]] = {}
+_known_lock = threading.Lock()
 
 
 def _with_ipr(netns: str | None, fn: Callable[[Any], Snapshot]) -> Snapshot:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -72,6 +73,12 @@ def route_kw(r: Route, idx: int) -> dict[str, Any]:
     return kw
 
 
+def _route_fields(r: Route) -> dict[str, Any]:
+    """``route_kw``'s attributes for :func:`ipshift.kernel.batch.route_message`."""
+    return {"table": r.table, "proto": _protocol(r.proto), "scope": SCOPES.get(r.scope, 0), "gateway": r.gateway,
+            "metric": r.metric, "src": r.src}
+
+
 def key(r: Route) -> tuple[object, ...]:
     """What makes a route the same route (its device aside)."""
     return (r.dst, r.gateway, r.table, r.metric)
@@ -80,15 +87,19 @@ def key(r: Route) -> tuple[object, ...]:
 def dump(ifname: str, idx: int) -> list[Route]:
     """The main-table unicast routes through device ``idx`` (kernel-filtered dump)."""
     from ipshift.kernel import batch as nb
+    from ipshift.kernel import rawdump
     from ipshift.kernel.convert import routes_from_msg
 
     out: list[Route] = []
-    for family in (AF_INET, AF_INET6):
-        for msg in nb.dump_routes(family, RT_TABLE_MAIN, idx):
-            for r in routes_from_msg(msg, {idx: ifname}):
-                if r.ifname == ifname and r.type == "unicast" and not (
-                        r.dst.version == 6 and r.dst.network_address.is_link_local):
-                    out.append(r)
+    try:  # read from the netlink bytes; a kernel without strict checking: pyroute2's decoder
+        found = rawdump.routes({idx: ifname}, RT_TABLE_MAIN, idx)
+    except OSError:
+        found = [r for family in (AF_INET, AF_INET6) for msg in nb.dump_routes(family, RT_TABLE_MAIN, idx)
+                 for r in routes_from_msg(msg, {idx: ifname})]
+    for r in found:
+        if r.ifname == ifname and r.type == "unicast" and not (
+                r.dst.version == 6 and r.dst.network_address.is_link_local):
+            out.append(r)
     return out
 
 
@@ -173,11 +184,14 @@ class Withdrawn:
             self._changed()
 
     async def move(self, ipr: Any, source: str, source_idx: int | None, target: str, target_idx: int,
-                   routes: Sequence[Route]) -> list[str]:
+                   routes: Sequence[Route], batch: Any = None) -> list[str]:
         """``MoveRoutes``: each route added on ``target`` (as it was), then removed from ``source``;
-        the error of each ("" = done)."""
+        the error of each ("" = done). ``batch``: a :class:`~ipshift.kernel.batch.NetlinkBatch`, to
+        send the adds (then the removals) in one batch each instead of a request at a time."""
         self._keep(source, routes)
         copies = self.moved.setdefault(source, [])
+        if batch is not None:
+            return self._move_batched(batch, source_idx, target, target_idx, routes, copies)
         errors: list[str] = []
         for r in routes:
             copy = replace(r, ifname=target)
@@ -196,6 +210,32 @@ class Withdrawn:
                 except NetlinkError as exc:
                     if exc.code not in ALREADY_GONE:
                         log.warning("could not remove %s dev %s: %s", r.dst, source, exc)
+        self._changed()
+        return errors
+
+    def _move_batched(self, batch: Any, source_idx: int | None, target: str, target_idx: int,
+                      routes: Sequence[Route], copies: list[Route]) -> list[str]:
+        from ipshift.kernel.batch import route_message
+
+        known = {(key(c), c.ifname) for c in copies}
+        added = batch.messages([route_message(True, r.dst, target_idx, **_route_fields(r)) for r in routes])
+        errors: list[str] = []
+        gone: list[Route] = []
+        for r, code in zip(routes, added):
+            if code and code not in ALREADY_DONE:
+                errors.append(f"{r.dst}: kernel refused: {os.strerror(code)} (errno {code})")
+                continue
+            copy = replace(r, ifname=target)
+            if (key(copy), target) not in known:
+                known.add((key(copy), target))
+                copies.append(copy)
+            errors.append("")
+            gone.append(r)
+        if source_idx is not None and gone:
+            for r, code in zip(gone, batch.messages([route_message(False, r.dst, source_idx, **_route_fields(r))
+                                                     for r in gone])):
+                if code and code not in ALREADY_GONE:
+                    log.warning("could not remove %s dev %s: %s", r.dst, r.ifname, os.strerror(code))
         self._changed()
         return errors
 

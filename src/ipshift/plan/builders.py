@@ -175,7 +175,7 @@ def route_moves(config: Config, snapshot: Snapshot, failed: str, moved: Sequence
             return v6_first
         return next((device for net, device in by_net.items() if gateway in net), None)
 
-    for kr in (*[r for r in snapshot.routes if r.ifname == failed], *saved):
+    for kr in (*snapshot.routes_on(failed), *saved):
         if kr.table != 254 or kr.proto == "kernel" or kr.type != "unicast":
             continue
         to = goes_to(kr.gateway)

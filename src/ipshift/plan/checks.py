@@ -28,7 +28,8 @@ Nothing here performs I/O: conflict findings (RFC 5227 / DAD answers) and
 health verdicts (path probes, flap hold-down) are inputs. :class:`Load`
 carries what one planning run has already decided (addresses and MACs given
 to each NIC) and the subnets it has read, so that no check rescans the
-configuration per address.
+configuration per address; the configured addresses by NIC and the per-device
+counts come from :mod:`ipshift.plan.index` (kept, not rebuilt per plan).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Mapping, Sequence
 
 from ipshift.config import AddressConfig, Config
 from ipshift.model import Address, IPAddress, IPInterface, IPNetwork, Link, Snapshot
+from ipshift.plan.index import config_index, is_global, kernel_nets, managed_count
 
 CHECK_CODES = (
     "same-network", "same-subnet", "survivor-healthy", "capacity", "mac-capacity", "vlan", "conflict",
@@ -72,6 +74,8 @@ class Load:
     macs: dict[str, int] = field(default_factory=dict)
     # the distinct subnets of (NIC, VLAN), read once per run: config and snapshot do not change in it
     subnets: dict[tuple[str, int | None], tuple[IPNetwork, ...]] = field(default_factory=dict)
+    # the checks that depend only on the survivor and the address's network, once per run
+    same: dict[tuple[IPNetwork, str, int | None], tuple[Failure, ...]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- devices
@@ -100,31 +104,40 @@ def managed_devices(config: Config, snapshot: Snapshot) -> frozenset[str]:
 
 def is_managed_address(a: Address) -> bool:
     """A global address (what a NIC's subnets and address count are made of)."""
-    if a.scope != "global":
-        return False
-    return not (a.ip.version == 6 and a.ip.is_link_local)
+    return is_global(a)
+
+
+def _stacked(snapshot: Snapshot, nic: str) -> list[str]:
+    """``nic`` and the macvlan/VLAN devices stacked on it."""
+    return [nic] + [l.name for kind in ("macvlan", "vlan") for l in snapshot.children(nic, kind)]
 
 
 def present_count(snapshot: Snapshot, nic: str) -> int:
     """Global addresses on ``nic`` and on the macvlan/VLAN devices stacked on it."""
-    devices = [nic] + [l.name for kind in ("macvlan", "vlan") for l in snapshot.children(nic, kind)]
-    return sum(1 for d in devices for a in snapshot.addresses_on(d) if is_managed_address(a))
+    table = snapshot.table
+    return sum(managed_count(dev) for d in _stacked(snapshot, nic) if (dev := table.device(d)) is not None)
 
 
 def addresses_on(config: Config, snapshot: Snapshot, nic: str) -> list[tuple[str, AddressConfig]]:
     """Configured addresses that would have to move if ``nic`` failed now, as (home, address).
 
-    Those the kernel shows on ``nic`` (or on a macvlan/VLAN device stacked on it), and
-    those homed on ``nic`` that are on no NIC at all yet.
+    Those the kernel shows on ``nic`` (or on a macvlan/VLAN device stacked on it; an address held
+    twice counts for the first holder), and those homed on ``nic`` that are on no NIC at all yet.
+    Costs what ``nic`` holds and is configured with, not what the gateway holds.
     """
-    result = []
-    for home, addr in config.all_addresses():
-        found = snapshot.where_is(addr.address.ip)
-        holder = nic_of(snapshot, found[0].ifname) if found else None
-        if holder == nic or (holder is None and home == nic):
-            result.append((home, addr))
-    result.sort(key=lambda item: (item[1].address.version, item[1].address.ip))
-    return result
+    idx = config_index(config)
+    result: dict[IPAddress, tuple[str, AddressConfig]] = {}
+    for dev in _stacked(snapshot, nic):
+        for a in snapshot.addresses_on(dev):
+            hit = idx.by_ip.get(a.ip)
+            if hit is not None and a.ip not in result:
+                found = snapshot.where_is(a.ip)
+                if nic_of(snapshot, found[0].ifname) == nic:
+                    result[a.ip] = hit
+    for addr in idx.addresses(nic):
+        if addr.address.ip not in result and not snapshot.where_is(addr.address.ip):
+            result[addr.address.ip] = (nic, addr)
+    return sorted(result.values(), key=lambda item: (item[1].address.version, item[1].address.ip))
 
 
 # --------------------------------------------------------------------------- the checks
@@ -135,18 +148,19 @@ def _survivor_networks(config: Config, snapshot: Snapshot, nic: str, vlan: int |
     """The distinct subnets ``nic`` is on for ``vlan`` (None: untagged), from config and kernel."""
     key = (nic, vlan)
     if key not in load.subnets:
-        nets: list[IPInterface] = []
-        iface_cfg = config.interfaces.get(nic)
-        if iface_cfg is not None:
-            nets.extend(a.address for a in iface_cfg.addresses if a.vlan == vlan)
+        configured = config_index(config).nets.get(key, ())
+        nets: list[IPNetwork] = list(dict.fromkeys(i.network for i in configured))
         if snapshot.link(nic) is not None:
             if vlan is None:
                 devices = [nic] + [m.name for m in snapshot.children(nic, "macvlan")]
             else:
                 devices = [v.name for v in snapshot.children(nic, "vlan") if v.vlan_id == vlan]
+            table = snapshot.table
             for dev in devices:
-                nets.extend(a.interface for a in snapshot.addresses_on(dev) if is_managed_address(a))
-        load.subnets[key] = tuple(dict.fromkeys(i.network for i in nets))
+                held = table.device(dev)
+                if held is not None:
+                    nets.extend(kernel_nets(held))
+        load.subnets[key] = tuple(dict.fromkeys(nets))
     return load.subnets[key]
 
 
@@ -242,11 +256,17 @@ def evaluate(config: Config, snapshot: Snapshot, addr: AddressConfig, nic: str,
     """Every check for moving ``addr`` onto ``nic``."""
     iface = addr.address
     link = snapshot.link(nic)
-    failures: list[Failure] = []
-    trunked = addr.vlan is not None and nic in config.interfaces and addr.vlan in (config.interfaces[nic].vlans or ())
-    if not trunked:  # a NIC that declares VLAN N carries VLAN N's network, whatever addresses it has on it
-        failures += _check_network(iface, _survivor_networks(config, snapshot, nic, addr.vlan, load), nic, addr.vlan)
-    failures += _check_health(link, nic, unhealthy)
+    key = (iface.network, nic, addr.vlan)
+    same = load.same.get(key)
+    if same is None:  # network and health: the same for every address of this subnet in this run
+        found: list[Failure] = []
+        trunked = (addr.vlan is not None and nic in config.interfaces
+                   and addr.vlan in (config.interfaces[nic].vlans or ()))
+        if not trunked:  # a NIC that declares VLAN N carries VLAN N's network, whatever addresses it has on it
+            found += _check_network(iface, _survivor_networks(config, snapshot, nic, addr.vlan, load), nic, addr.vlan)
+        found += _check_health(link, nic, unhealthy)
+        same = load.same[key] = tuple(found)
+    failures: list[Failure] = list(same)
     failures += _check_capacity(config, snapshot, nic, iface, load)
     if addr.mac == "move":
         failures += _check_mac(config, snapshot, link, nic, load)

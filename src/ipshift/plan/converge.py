@@ -17,6 +17,12 @@ depends on the order of keys in the configuration.
 ``plan_failback`` brings a healthy NIC's addresses home; ``converge`` asks
 both for every NIC and returns the plans that bring the kernel to the
 configured placement. Nothing here performs I/O.
+
+Cost: planning a NIC's failure walks what that NIC holds and is configured
+with; a healthy NIC whose addresses are all at home is skipped on counts kept
+per device (:func:`ipshift.plan.index.settled`), and duplicates come from the
+snapshot's set of IPs held twice -- so a failover does not cost what the rest
+of the gateway holds.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ipshift.plan.builders import (
 from ipshift.plan.checks import (
     Candidate, Load, addresses_on, evaluate, is_managed_address, managed_devices, nic_of, present_count,
 )
+from ipshift.plan.index import config_index, settled
 from ipshift.steps import (
     AddAddress, AddMacvlan, AddVlan, Announce, DelAddress, DelLink, DemoteRoutes, FlushNeighbours, FlushRouteCache,
     RestoreRoutes, SetMac, Step, stand_in_mac,
@@ -161,14 +168,12 @@ def plan_failover(config: Config, snapshot: Snapshot, failed: str, *,
         moved.append((addr, target))
 
     if not moves:  # addresses that moved before (an earlier run): their routes must be there too
-        managed = managed_devices(config, snapshot)
-        for home, addr in config.all_addresses():
+        for addr in config.interfaces[failed].addresses if failed in config.interfaces else ():
             found = snapshot.where_is(addr.address.ip)
-            if home == failed and len(found) == 1 and found[0].ifname in managed and \
-                    nic_of(snapshot, found[0].ifname) != failed:
+            if len(found) == 1 and found[0].ifname in managed and nic_of(snapshot, found[0].ifname) != failed:
                 moved.append((addr, found[0].ifname))
     routes = route_moves(config, snapshot, failed, moved, saved)
-    left = any(r.ifname == failed and r.proto != "kernel" for r in snapshot.routes)
+    left = any(r.proto != "kernel" for r in snapshot.routes_on(failed))
     postlude: tuple[Step, ...] = (*routes, DemoteRoutes(failed)) if moves or routes or (moved and left) else ()
     now = snapshot.link(failed)  # its MAC lives elsewhere now: it sends nothing from it when it is back
     if now is not None and now.mac and (any(isinstance(st, (AddMacvlan, AddVlan)) and st.mac == now.mac
@@ -221,6 +226,8 @@ def plan_failback(config: Config, snapshot: Snapshot, nic: str, *, bring_back: b
     iface_cfg = config.interfaces.get(nic)
     if iface_cfg is None:
         return Plan(nic, kind="failback")
+    if settled(config, snapshot, nic, managed):  # every address at home as configured: nothing to walk
+        return Plan(nic, postlude=(RestoreRoutes(nic),) if restore else (), kind="failback")
     load = Load(counts={n: present_count(snapshot, n) for n in config.interfaces})
     emptied: dict[str, int] = {}
     ledger = RouteLedger()
@@ -326,7 +333,9 @@ def _duplicates(config: Config, snapshot: Snapshot, usable: Mapping[str, bool]) 
     usable NIC it stays put."""
     managed = managed_devices(config, snapshot)
     by_nic: dict[str, list[Move]] = {}
-    for home, addr in config.all_addresses():
+    idx = config_index(config)
+    twice = sorted((ip for ip in snapshot.table.multi if ip in idx.by_ip), key=lambda ip: idx.order[ip])
+    for home, addr in (idx.by_ip[ip] for ip in twice):  # (in configuration order)
         found = [a for a in snapshot.where_is(addr.address.ip) if a.ifname in managed]
         if len(found) < 2 or (usable.get(home, False) and any(nic_of(snapshot, a.ifname) == home for a in found)):
             continue  # at most once, or its home settles it (plan_failback)
