@@ -186,6 +186,16 @@ class DetectConfig(_Strict):
     # some virtual ones); only the path probes do, so detect.probe is required
     link: bool = True
     probe: ProbeConfig | None = None
+    # read each NIC's carrier bit through netlink this often (None: off); a physical NIC's link event
+    # can wait up to 1 s for the kernel's linkwatch, the carrier bit itself does not (ipshift.carrier)
+    carrier_poll: LoopDuration | None = None
+
+    @field_validator("carrier_poll")
+    @classmethod
+    def _carrier_needs_link(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and info.data.get("link") is False:
+            raise ValueError("needs detect.link: true (with link false, carrier fails no NIC)")
+        return v
 
 
 class AnnounceConfig(_Strict):

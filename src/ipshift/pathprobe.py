@@ -39,11 +39,28 @@ target's subnet, else 0.0.0.0 (an RFC 5227 probe, which hosts answer too):
 a NIC whose addresses moved away must not re-point a router's ARP cache at
 itself by probing with an address it gave up.
 
-The I/O half (:class:`PathProber`) owns one AF_PACKET socket per NIC (with
-an ARP or NDP filter), sends on an absolute schedule driven by
-``loop.call_at`` (no drift, no sleeps), and hands verdict changes to a
-callback. It never blocks the event loop. It follows each NIC's device
-(:meth:`PathProber.follow`): a NIC whose MAC changed gets sockets that
+The I/O half (:class:`PathProber`) owns one AF_PACKET socket per NIC and
+family, whose BPF program lets through only what can answer that NIC (ARP
+replies to its MAC, neighbour advertisements sent to it: the rest of the
+segment's ARP and ND traffic never wakes the daemon), and hands verdict
+changes to a callback. It never blocks the event loop. Its clock is one
+:class:`~ipshift.timerfd.PreciseTimer` (a timerfd: ``loop.call_at`` fires up
+to 1 ms late, a quarter of a 2 ms interval), armed for whichever comes first,
+the end of the open round's window or the next round. Round ``k`` is due at
+``start + k x interval`` (no drift); a round sent late still gets its whole
+window (unless the next round comes first), and slots the loop slept through
+are skipped, never sent as a burst. The sockets are not watched: a reply's
+arrival decides nothing before its window ends, so they are read when it
+ends (what the kernel queued by then is what came in time, even if the loop
+was busy when it came) and emptied before the next round's requests go out
+(what came in between answers nobody). So a round costs two wake-ups of the
+loop, whatever the number of NICs and targets (at 2 ms, the wake-ups are
+about half of the CPU probing costs). A NIC's request frames are built once
+and kept while its MAC and source address stay the same; a target answers
+each round with the very same bytes (ARP and NDP carry no nonce), so a reply's
+decoding is kept by its bytes (a few dozen at most; :func:`answered_target`
+still judges it against each round's requests). It follows each
+NIC's device (:meth:`PathProber.follow`): a NIC whose MAC changed gets sockets that
 expect answers to its new MAC, and keeps its verdict; a NIC deleted and made
 again (a new ifindex: the old sockets hear nothing any more) gets new
 sockets and starts ``unverified``; a NIC that is gone, or was renamed away,
@@ -52,20 +69,23 @@ is no longer probed (:meth:`PathProber.remove`).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ipshift.model import IPAddress
+from ipshift.timerfd import PreciseTimer, next_due
 from ipshift.wire.arp import ARPOP_REPLY, BROADCAST_MAC, UNSPECIFIED_V4, ArpPacket, build_arp_request, parse_arp
 from ipshift.wire.ndp import NdpPacket, build_ns, parse_ndp
-from ipshift.wire.sender import ETH_P_ARP, ETH_P_IPV6, FrameSocket, arp_filter, ndp_filter
+from ipshift.wire.bpf import arp_reply_filter, na_filter
+from ipshift.wire.sender import ETH_P_ARP, ETH_P_IPV6, FrameSocket
 
 log = logging.getLogger("ipshift.probe")
+
+MAX_PARSED = 64  # decoded reply frames kept: a target answers every round with the same bytes
 
 Verdict = Literal["unverified", "up", "failed"]
 
@@ -82,16 +102,22 @@ class PathState:
 
 
 def judge(state: PathState, answered: bool, *, misses: int, rises: int) -> PathState:
-    """One finished round in, the new state out (pure)."""
+    """One finished round in, the new state out (pure). The runs are counted up to the threshold
+    they are compared with (past it they decide nothing), so a steady path gives back the very
+    state it was given: nothing is allocated per round."""
     if answered:
-        s = replace(state, answered_in_a_row=state.answered_in_a_row + 1, missed_in_a_row=0, ever_answered=True)
-        if s.verdict == "unverified" or (s.verdict == "failed" and s.answered_in_a_row >= rises):
-            s = replace(s, verdict="up")
-        return s
-    s = replace(state, answered_in_a_row=0, missed_in_a_row=state.missed_in_a_row + 1)
-    if s.verdict == "up" and s.missed_in_a_row >= misses:
-        s = replace(s, verdict="failed")
-    return s
+        run = min(state.answered_in_a_row + 1, rises)
+        verdict = state.verdict
+        if verdict == "unverified" or (verdict == "failed" and run >= rises):
+            verdict = "up"
+        if run == state.answered_in_a_row and not state.missed_in_a_row and verdict == state.verdict:
+            return state  # (answered before: ever_answered is already set)
+        return PathState(verdict, run, 0, True)
+    run = min(state.missed_in_a_row + 1, misses)
+    verdict = "failed" if state.verdict == "up" and run >= misses else state.verdict
+    if run == state.missed_in_a_row and not state.answered_in_a_row and verdict == state.verdict:
+        return state
+    return PathState(verdict, 0, run, state.ever_answered)
 
 
 def round_answered(replied: set[IPAddress], targets: Sequence[IPAddress], mode: str) -> bool:
@@ -122,6 +148,18 @@ def answered_target(packet: ArpPacket | NdpPacket, mac: str,
     return packet.target
 
 
+def probe_request(mac: str, src: IPAddress | None, target: IPAddress) -> tuple[IPAddress, bytes] | None:
+    """The request a NIC with ``mac`` sends to ``target`` from ``src`` (its address in the target's
+    subnet, None: it holds none), with the sender address it asks as; None when there is nothing
+    sensible to send (IPv6 without a source address). Pure."""
+    if isinstance(target, ipaddress.IPv4Address):
+        sip = src if isinstance(src, ipaddress.IPv4Address) else UNSPECIFIED_V4
+        return sip, build_arp_request(mac, sip, target)
+    if isinstance(src, ipaddress.IPv6Address):
+        return src, build_ns(mac, src, target)
+    return None
+
+
 # --------------------------------------------------------------------------- the I/O half
 
 
@@ -135,6 +173,7 @@ class _Nic:
     replied: set[IPAddress] = field(default_factory=set)
     outstanding: dict[IPAddress, IPAddress] = field(default_factory=dict)  # target -> the sender address asked as
     last_reply: float = 0.0
+    frames: dict[IPAddress, tuple[IPAddress, bytes]] = field(default_factory=dict)  # target -> (asked as, request)
 
 
 VerdictCallback = Callable[[str, Verdict, str, float], None]
@@ -158,10 +197,11 @@ class PathProber:
         self.judging = False  # inside the loop that judges a round
         self.source_for = source_for
         self.nics: dict[str, _Nic] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._closer: asyncio.TimerHandle | None = None  # judges the round under way
-        self._next = 0.0
+        self._timer: PreciseTimer | None = None
+        self._closing: float | None = None  # when the open round's window ends (None: no round open)
+        self._next = 0.0  # when the next round is due
         self._rounds = 0
+        self._parsed: dict[bytes, ArpPacket | NdpPacket] = {}  # frame -> its decoding (see _read)
 
     # -- membership
 
@@ -184,29 +224,24 @@ class PathProber:
         if nic in self.nics:
             self.remove(nic)
         entry = _Nic(nic, index, mac, state=state or PathState())
-        loop = asyncio.get_running_loop()
         versions = {t.version for t in self.targets}
         try:
             if 4 in versions:
-                entry.sockets[4] = FrameSocket.open(nic, ETH_P_ARP, bpf=arp_filter())
+                entry.sockets[4] = FrameSocket.open(nic, ETH_P_ARP, bpf=arp_reply_filter(mac))
             if 6 in versions:
-                entry.sockets[6] = FrameSocket.open(nic, ETH_P_IPV6, bpf=ndp_filter())
-        except OSError as exc:
+                entry.sockets[6] = FrameSocket.open(nic, ETH_P_IPV6, bpf=na_filter(mac))
+        except (OSError, ValueError) as exc:  # ValueError: not an Ethernet MAC
             log.warning("cannot probe from %s: %s", nic, exc)
             for s in entry.sockets.values():
                 s.close_in_background()
             return
-        for version, sock in entry.sockets.items():
-            loop.add_reader(sock.fileno(), self._readable, entry, version)
         self.nics[nic] = entry
 
     def remove(self, nic: str) -> None:
         entry = self.nics.pop(nic, None)
         if entry is None:
             return
-        loop = asyncio.get_running_loop()
         for sock in entry.sockets.values():
-            loop.remove_reader(sock.fileno())
             sock.close_in_background()
 
     def verdict(self, nic: str) -> Verdict:
@@ -216,41 +251,57 @@ class PathProber:
     # -- schedule
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._next = loop.time()
-        self._round()
+        self._timer = PreciseTimer(self._tick)
+        self._next = time.monotonic()
+        self._tick()
 
     def stop(self) -> None:
-        for handle in (self._timer, self._closer):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._closer = None
+        if self._timer is not None:
+            self._timer.close()
+        self._timer = None
+        self._closing = None
         for nic in list(self.nics):
             self.remove(nic)
 
-    def _round(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._closer is not None:  # the last round's window is still open (timeout == interval)
-            self._closer.cancel()
+    def _tick(self) -> None:
+        """The timer fired: end the open round if its window is over, start the next if it is due."""
+        now = time.monotonic()
+        try:
+            if self._closing is not None and now >= self._closing:
+                self._close_round()
+            if now >= self._next:
+                self._round(now)
+        finally:  # whatever went wrong in this round, the schedule goes on
+            if self._next <= now:
+                self._next = next_due(self._next, now, self.interval)
+            if self._timer is not None:
+                self._timer.at(self._next if self._closing is None else min(self._closing, self._next))
+
+    def _round(self, now: float) -> None:
+        if self._closing is not None:  # the last round's window is still open (timeout == interval)
             self._close_round()
         self._rounds += 1
         for entry in self.nics.values():
-            entry.replied = set()
-            entry.outstanding = {}
+            entry.replied.clear()
+            entry.outstanding.clear()
+            for version in entry.sockets:  # what came since the last round answers nobody
+                self._read(entry, version)
             self._send(entry)
-        self._closer = loop.call_at(loop.time() + self.timeout, self._close_round)
-        self._next += self.interval
-        if self._next < loop.time():  # we were not scheduled for a while: skip, never burst
-            self._next = loop.time() + self.interval
-        self._timer = loop.call_at(self._next, self._round)
+        self._closing = now + self.timeout
+        due, self._next = self._next, next_due(self._next, now, self.interval)
+        if self._next > due + 1.5 * self.interval:
+            log.debug("probe round %.3f ms late: the slots it missed are skipped", (now - due) * 1000)
 
     def _close_round(self) -> None:
-        self._closer = None
+        self._closing = None
+        for entry in self.nics.values():  # the replies the kernel queued within the window
+            for version in entry.sockets:
+                self._read(entry, version)
         now = time.monotonic()
         self.judging = True
         try:
             for entry in self.nics.values():
-                entry.outstanding = {}  # a reply that comes later does not count
+                entry.outstanding.clear()  # a reply that comes later does not count
                 self._finish(entry, now)
         finally:
             self.judging = False
@@ -280,10 +331,8 @@ class PathProber:
         if interval != self.interval:
             self.interval = interval
             if self._timer is not None:  # the next round on the new schedule
-                self._timer.cancel()
-                loop = asyncio.get_running_loop()
-                self._next = loop.time() + interval
-                self._timer = loop.call_at(self._next, self._round)
+                self._next = time.monotonic() + interval
+                self._timer.at(self._next if self._closing is None else min(self._closing, self._next))
         if {t.version for t in self.targets} != families:
             for nic, entry in list(self.nics.items()):
                 self.add(nic, entry.index, entry.mac, entry.state)
@@ -308,34 +357,40 @@ class PathProber:
             if sock is None:
                 continue
             src = self.source_for(entry.name, target)
+            kept = entry.frames.get(target)
+            if kept is None or kept[0] != (src or UNSPECIFIED_V4):
+                request = probe_request(entry.mac, src, target)
+                if request is None:
+                    continue  # no IPv6 source on this NIC (yet): nothing sensible to send
+                entry.frames[target] = kept = request
             try:
-                sip: IPAddress
-                if isinstance(target, ipaddress.IPv4Address):
-                    sip = src if isinstance(src, ipaddress.IPv4Address) else UNSPECIFIED_V4
-                    frame = build_arp_request(entry.mac, sip, target)
-                else:
-                    if not isinstance(src, ipaddress.IPv6Address):
-                        continue  # no IPv6 source on this NIC (yet): nothing sensible to send
-                    sip = src
-                    frame = build_ns(entry.mac, src, target)
-                sock.send(frame)
-                entry.outstanding[target] = sip
+                sock.send(kept[1])
+                entry.outstanding[target] = kept[0]
             except OSError as exc:
                 log.debug("probe from %s to %s: %s", entry.name, target, exc)
 
-    def _readable(self, entry: _Nic, version: int) -> None:
+    def _read(self, entry: _Nic, version: int) -> None:
         sock = entry.sockets.get(version)
         if sock is None:
             return
-        for _ in range(64):  # bounded per wake-up
-            frame = sock.recv_nowait()
+        for _ in range(64):  # bounded per round
+            try:
+                frame = sock.recv_nowait()
+            except OSError as exc:  # ENETDOWN once after the NIC went down: the error is read with it
+                log.debug("probe socket of %s: %s", entry.name, exc)
+                return
             if frame is None:
                 return
             if not entry.outstanding:  # nothing asked (any more): whatever comes answers nobody
                 continue
-            packet = parse_arp(frame) if version == 4 else parse_ndp(frame)
+            packet = self._parsed.get(frame)
             if packet is None:
-                continue
+                packet = parse_arp(frame) if version == 4 else parse_ndp(frame)
+                if packet is None:
+                    continue
+                if len(self._parsed) >= MAX_PARSED:
+                    self._parsed.clear()
+                self._parsed[frame] = packet
             target = answered_target(packet, entry.mac, entry.outstanding)
             if target is not None:
                 del entry.outstanding[target]

@@ -1,4 +1,4 @@
-"""Path probing as an input of the NIC states: the prober's lifecycle, following the devices.
+"""Path probing and carrier polling as inputs of the NIC states: their lifecycle, following the devices.
 
 Theory of operation: :class:`Probing` owns the :class:`~ipshift.pathprobe.PathProber`
 (none when ``detect.probe`` is not configured). It starts one from the
@@ -11,6 +11,13 @@ round go to :meth:`ipshift.nics.NicStates.paths_changed` together, as one
 observation. A restart starts each NIC from the verdict the last run had; a
 reload keeps every unchanged NIC's verdict, whatever it changes in
 ``detect.probe``.
+
+It also owns the :class:`~ipshift.carrier.CarrierPoll` (``detect.carrier_poll``):
+configured on start and on every reload (started, retimed or stopped), stopped
+with the daemon. The daemon runs its :meth:`~ipshift.carrier.CarrierPoll.run`
+task, which hands what the polls find to ``dispatch`` as link events; a link
+event whose link came from a poll reaches the NIC states with its reason
+marked "(polled)", so the failover record says how the loss was found.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ import logging
 import time
 from collections.abc import Mapping
 
+from ipshift.carrier import CarrierPoll
 from ipshift.config import Config
 from ipshift.health import PathVerdict
-from ipshift.nics import NicStates
+from ipshift.nics import NicStates, link_reason
 from ipshift.pathprobe import PathProber, PathState
 from ipshift.view import KernelView
 
@@ -33,6 +41,7 @@ class Probing:
         self._view = view
         self._nics = nics
         self.prober: PathProber | None = None
+        self.carrier = CarrierPoll(view)
         self._config: Config | None = None
         self._round: list[tuple[str, PathVerdict | None, str, float]] = []  # verdicts of the round ending
 
@@ -43,7 +52,8 @@ class Probing:
     def start(self, config: Config, saved: Mapping[str, str | None] | None = None) -> None:
         """Probe as ``config`` says (stopping the prober there was); ``saved``: the verdicts the last
         run had, each NIC starts from its own."""
-        self.stop()
+        self._stop_prober()
+        self.carrier.configure(config)
         self._config = config
         probe = config.detect.probe
         if probe is None:
@@ -70,6 +80,7 @@ class Probing:
         """A reload: the prober keeps every unchanged NIC's verdict, whatever changed in
         ``detect.probe`` (a path that died just before the reload is still failed after it)."""
         self._config = new
+        self.carrier.configure(new)
         probe = new.detect.probe
         if probe is None or self.prober is None:
             if probe != old.detect.probe:
@@ -86,6 +97,8 @@ class Probing:
         """A link event of configured NIC ``nic`` (None in the view: gone): into the NIC states, and
         the prober follows the device."""
         link = self._view.link(nic)
+        if not reason and link is not None and not link.healthy and self.carrier.made(link):
+            reason = f"{link_reason(link)} (polled)"
         self._nics.link_changed(nic, link, at, reason if link is None or not link.healthy else "")
         self.follow(nic)
 
@@ -106,6 +119,10 @@ class Probing:
             self.prober.remove(nic)
 
     def stop(self) -> None:
+        self.carrier.stop()
+        self._stop_prober()
+
+    def _stop_prober(self) -> None:
         if self.prober is not None:
             self.prober.stop()
             self.prober = None
