@@ -213,12 +213,21 @@ class FailbackConfig(_Strict):
     flap_window: Duration = 10.0
 
 
+class BackgroundConflictConfig(_Strict):
+    # each (address, candidate survivor) is probed once per `every`, spread evenly, at most `max_rate`
+    # probes per second for the whole gateway (more pairs stretch the cycle); see ipshift.scout
+    every: Annotated[float, BeforeValidator(parse_duration), _at_least(1.0)] = 60.0
+    max_rate: float = Field(default=100.0, gt=0, le=10_000)
+
+
 class ConflictConfig(_Strict):
     enabled: bool = True
     timeout: LoopDuration = 0.2
-    # strict: probe, wait `timeout`, then move (RFC 5227). optimistic: move and announce at once while
-    # the probe runs; an answer within `timeout` undoes the move (the way IPv6 optimistic DAD works).
+    # with no fresh background finding -- strict: probe, wait `timeout`, then move (RFC 5227).
+    # optimistic: move and announce at once while the probe runs; an answer within `timeout` undoes
+    # the move (the way IPv6 optimistic DAD works). A fresh clear finding always moves at once.
     mode: Literal["strict", "optimistic"] = "strict"
+    background: BackgroundConflictConfig | None = BackgroundConflictConfig()  # null: no background probes
 
 
 class PeerConfig(_Strict):

@@ -51,6 +51,7 @@ from ipshift.reload import diff, leaving, still_leaving
 from ipshift.steps import RestoreRoutes
 from ipshift.records import History, Record, RefusalLog
 from ipshift.runner import Executes, PlanRunner, Verifier
+from ipshift.scout import ConflictScout
 from ipshift.tasks import Tasks, no_cycle_collection, raise_failure
 from ipshift.status import StatusInputs, drive, durable_state, metrics_view, status_parts
 from ipshift.view import KernelView
@@ -131,6 +132,8 @@ class Daemon:
                 self.servers = await Servers.open(self, self.socket_path, self.config.metrics, self.scrape)
                 self.runner.refresh(lambda: policy.refresh_announcements(self.config, self.view.snapshot()))
                 self._tasks.spawn(self.history.worker(self.runner.idle))
+                self._tasks.spawn(self.probing.carrier.run(self.dispatch, self.runner.idle))  # detect.carrier_poll
+                self.runner.scout_ahead(ConflictScout(lambda: self.config, self.view, self.nics, self.runner.idle))
                 converger = self._tasks.spawn(self._converge_loop())
                 self._dirty.set()
                 events = self._tasks.spawn(self._consume(monitor))
@@ -232,14 +235,10 @@ class Daemon:
             await self.view.reread("between rounds")
         moved = {ipaddress.ip_interface(m.address).ip: m.target for r in done for m in r.moves if m.ok}
         self.nics.placed((nic, ip) for ip, nic in moved.items())
-        if confirmed := self.nics.take_confirmed():
-            again = policy.confirmed_announcements(self.config, self.view.snapshot(), confirmed, moved)
-            await self.runner.run_steps(again, what="again, as the path they were placed on now answers")
-        if self._interrupted:
-            again = policy.reannouncements(self.config, self.view.snapshot(), self._interrupted, moved,
-                                           self.nics.usable())
-            self._interrupted = set()
-            await self.runner.run_steps(again, what="again, as the previous run stopped in the middle of its move")
+        for what, again in policy.announce_again(self.config, self.view.snapshot(), self.nics.take_confirmed(),
+                                                 self._interrupted, moved, self.nics.usable()):
+            await self.runner.run_steps(again, what=what)
+        self._interrupted = set()
         self.leaving = still_leaving(self.leaving, self.view.snapshot())
         self.runner.findings.clear()
         self.runner.restored.clear()
@@ -257,7 +256,7 @@ class Daemon:
         for i in range(2 * len(self.config.interfaces) + 2):  # each kind of plan of a NIC once
             snap, usable = self.view.snapshot(), self.nics.usable()
             plans = converge(self.config, snap, usable, unhealthy=self.nics.unhealthy(),
-                             bring_back=self.nics.bring_back(), conflicts=self.runner.findings,
+                             bring_back=self.nics.bring_back(), conflicts=self.runner.conflicts(),
                              saved=self.executor.withdrawn.routes, last_seen=self.view.remembered(),
                              own_macs=self.view.own_macs(),
                              restore=self.executor.withdrawn.pending() - self.runner.restored)
@@ -308,7 +307,7 @@ class Daemon:
         only the last so many records."""
         await self.history.settled()
         inp = StatusInputs(self.config, self.config_path, os.getpid(), self.ready.is_set(), self.nics.health(),
-                           self.view.snapshot(), self.runner.arrived, time.monotonic(), time.time())
+                           self.view.snapshot(), self.runner.arrived, time.monotonic(), time.time(), self.runner.seen())
         return await drive(status_parts(inp, self.history.parts(records)), self.runner.idle)
 
     async def scrape(self, accept: str) -> tuple[bytes, str]:
@@ -316,7 +315,7 @@ class Daemon:
         from ipshift import metrics
 
         view = await drive(metrics_view(self.config, self.view.snapshot(), self.nics.health(), self.ready.is_set(),
-                                        self.probing.active), self.runner.idle)
+                                        self.probing.active, self.runner.seen()), self.runner.idle)
         return metrics.exposition(metrics.families(view, self.history.tally), accept)
 
     async def cmd_failover(self, nic: str) -> Answer:

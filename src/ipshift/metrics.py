@@ -78,6 +78,8 @@ class View:
     held: Mapping[str, int]  # device -> configured addresses on it
     away: int  # configured addresses on a device other than their home NIC
     missing: int  # configured addresses on no device at all
+    conflicts: tuple[tuple[str, str], ...] = ()  # (address, NIC) another host uses, seen by background probes
+    background_probes: int | None = None  # background conflict probes sent (None: not probing ahead)
 
 
 STATES = ("up", "down", "returning", "held", "drained")
@@ -115,6 +117,15 @@ def families(view: View, tally: Tally) -> list[Any]:
     missing = GaugeMetricFamily("ipshift_addresses_missing", "configured addresses held by no device")
     missing.add_metric([], float(view.missing))
     out.append(missing)
+    seen = GaugeMetricFamily("ipshift_address_conflict", "1 for a configured address another host uses on the "
+                             "segment of the NIC (background conflict probes)", labels=["address", "nic"])
+    for address, nic in view.conflicts:
+        seen.add_metric([address, nic], 1.0)
+    out.append(seen)
+    if view.background_probes is not None:
+        sent = CounterMetricFamily("ipshift_background_conflict_probes", "background RFC 5227 / DAD probes sent")
+        sent.add_metric([], float(view.background_probes))
+        out.append(sent)
     runs = CounterMetricFamily("ipshift_runs", "failovers and failbacks run, by the NIC they were for",
                                labels=["nic", "kind"])
     for (nic, kind), n in sorted(tally.runs.items()):

@@ -163,6 +163,19 @@ def confirmed_announcements(config: Config, snapshot: Snapshot, confirmed: Mappi
     return out
 
 
+def announce_again(config: Config, snapshot: Snapshot, confirmed: Mapping[str, Iterable[IPAddress]],
+                   interrupted: Iterable[IPAddress], moved: Iterable[IPAddress],
+                   usable: Mapping[str, bool]) -> list[tuple[str, list[Announce]]]:
+    """After a converge round: (why, announcements) for :func:`confirmed_announcements` and
+    :func:`reannouncements`, those that have any."""
+    moved = set(moved)
+    out = [("again, as the path they were placed on now answers",
+            confirmed_announcements(config, snapshot, confirmed, moved)),
+           ("again, as the previous run stopped in the middle of its move",
+            reannouncements(config, snapshot, interrupted, moved, usable))]
+    return [(what, steps) for what, steps in out if steps]
+
+
 def refresh_announcements(config: Config, snapshot: Snapshot) -> list[Announce]:
     """One announcement of every configured address, wherever it is now."""
     return [Announce(a.ifname, a.ip, 1, 0.0) for _, addr in config.all_addresses()

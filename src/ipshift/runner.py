@@ -39,9 +39,9 @@ from ipshift.nics import Trigger
 from ipshift.plan import Move, Plan
 from ipshift.policy import verify_targets
 from ipshift.records import History, MoveRecord, Record, Refused, StepRecord, VerifyResult
-from ipshift.steps import Announce, RestoreRoutes, Step, op_of
+from ipshift.steps import Announce, CheckConflict, RestoreRoutes, Step, op_of
 from ipshift.tasks import Tasks
-from ipshift.txn import Phase, Phases, Reply, Run
+from ipshift.txn import ConflictMode, Phase, Phases, Reply, Run
 from ipshift.kernel.withdraw import Withdrawn
 from ipshift.view import KernelView, LinkListener
 
@@ -62,6 +62,26 @@ class Verifier(Protocol):
     async def verify(self, device: str, mac: str, ips: Sequence[IPAddress], targets: Sequence[IPAddress],
                      reannounce: Callable[[Sequence[IPAddress]], None]
                      ) -> dict[IPAddress, tuple[float, IPAddress] | str]: ...
+
+
+class Finding(Protocol):
+    @property
+    def at(self) -> float: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class Knowledge(Protocol):
+    """Background conflict findings (:class:`ipshift.scout.ConflictScout`)."""
+
+    def fresh(self, ip: IPAddress, nic: str) -> Finding | None: ...
+
+    def in_use(self) -> dict[tuple[IPAddress, str], str]: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+    async def run(self) -> None: ...
 
 
 class Beginner(Protocol):
@@ -87,6 +107,7 @@ class PlanRunner:
         self.idle = asyncio.Event()
         self.idle.set()
         self.findings: dict[tuple[IPAddress, str], str] = {}
+        self.scout: Knowledge | None = None  # background conflict findings, when probing ahead
         self.restored: set[str] = set()  # NICs whose withdrawn routes were tried this round
         self.arrived: dict[str, tuple[str, float]] = {}
         self._tasks = Tasks()
@@ -102,13 +123,20 @@ class PlanRunner:
             self.journal.begin(InProgress(f"{plan.kind} of {plan.failed}",
                                           tuple((str(m.interface), m.source, m.target) for m in plan.moves)))
         rec.moves = [MoveRecord(str(m.interface), m.source, m.survivor, m.target) for m in plan.moves]
+        postlude_ran = False
+
+        async def postlude() -> None:  # once the moves are done, or only wait for their defence
+            nonlocal postlude_ran
+            postlude_ran = True
+            for step in plan.postlude:
+                rec.nic_steps.append(await self._lone(step, rec.t0))
+
         try:
             for step in plan.prelude:
                 rec.nic_steps.append(await self._lone(step, rec.t0))
-            await self._phases(plan, rec)
-            if any(m.ok for m in rec.moves) or not rec.moves:
-                for step in plan.postlude:
-                    rec.nic_steps.append(await self._lone(step, rec.t0))
+            await self._phases(plan, rec, postlude)
+            if not postlude_ran and (any(m.ok for m in rec.moves) or not rec.moves):
+                await postlude()
         finally:
             self.idle.set()
         rec.total_ms = (self._clock() - rec.t0) * 1000.0
@@ -116,22 +144,55 @@ class PlanRunner:
         self.history.finish(rec)
         return rec
 
-    async def _phases(self, plan: Plan, rec: Record) -> None:
-        mode = self.config.conflict_check.mode
-        phases = Phases([m.steps for m in plan.moves], mode)
-        probe: asyncio.Task[list[str]] | None = None
-        probe_start = 0.0
+    def conflicts(self) -> dict[tuple[IPAddress, str], str]:
+        """What the planner must know of conflicts: fresh background findings of someone else using
+        an address, and this round's refusals by a survivor."""
+        return {**(self.scout.in_use() if self.scout is not None else {}), **self.findings}
+
+    def seen(self) -> dict[str, Any] | None:
+        """The background conflict probes' report for status and metrics (None: not probing ahead)."""
+        return None if self.scout is None else self.scout.report()
+
+    def _modes(self, plan: Plan, rec: Record) -> list[ConflictMode]:
+        """Each move's conflict mode: a fresh clear background finding for its survivor moves it at
+        once (defended after the move, as in optimistic mode); else ``conflict_check.mode``."""
+        mode, now = self.config.conflict_check.mode, self._clock()
+        out: list[ConflictMode] = []
+        for move, mr in zip(plan.moves, rec.moves):
+            probe = next((s for s in move.steps if isinstance(s, CheckConflict)), None)
+            known = self.scout.fresh(probe.ip, probe.ifname) if probe is not None and self.scout else None
+            if probe is None:
+                out.append(mode)
+            elif known is not None and not known.reason:
+                out.append("optimistic")
+                mr.conflict_check = f"known: nobody else answered {now - known.at:.1f} s ago (background)"
+            else:
+                out.append(mode)
+                mr.conflict_check = mode
+        return out
+
+    async def _phases(self, plan: Plan, rec: Record, postlude: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        phases = Phases([m.steps for m in plan.moves], self._modes(plan, rec))
+        # transaction -> (its probe's task, when it started, its place in the task's steps)
+        probes: dict[int, tuple[asyncio.Task[list[str]], float, int]] = {}
+        before_defence: Callable[[], Coroutine[Any, Any, None]] | None = postlude
         while (phase := phases.next()) is not None:
+            if before_defence is not None and phases.defending_only():
+                # the moves are complete: the failed NIC's routes go now, not after the probes' wait
+                await before_defence()
+                before_defence = None
             replies: list[Reply]
-            if phase.kind == "start-probe":  # optimistic: the probe runs while the moves go on
-                probe_start = self._clock()
-                probe = self._tasks.spawn(self.executor.run_batch(phase.steps))
+            if phase.kind == "start-probe":  # the probes run while the moves that need not wait go on
+                task = self._tasks.spawn(self.executor.run_batch(phase.steps))
+                start = self._clock()
+                probes.update({i: (task, start, k) for k, (i, _) in enumerate(phase.members)})
                 replies = [None] * len(phase.members)
             elif phase.kind == "join-probe":
-                assert probe is not None
-                self.idle.set()
-                errors = await probe
-                replies = self._record(phase, errors, probe_start, self._clock(), rec)
+                self.idle.set()  # only waiting for answers: other work may run meanwhile
+                mine = [probes.pop(i) for i, _ in phase.members]
+                done = {id(t): await t for t in {id(t): t for t, _, _ in mine}.values()}
+                errors = [done[id(t)][k] for t, _, k in mine]
+                replies = self._record(phase, errors, min(s for _, s, _ in mine), self._clock(), rec)
             else:
                 if phase.kind == "probe":
                     self.idle.set()  # only waiting for answers: other work may run meanwhile
@@ -214,6 +275,11 @@ class PlanRunner:
                 else:
                     log.info("%s: %s", what, st.describe())
         return errors
+
+    def scout_ahead(self, scout: Knowledge) -> None:
+        """Take conflict findings from ``scout``, whose loop runs as long as the runner."""
+        self.scout = scout
+        self._tasks.spawn(scout.run())
 
     def refresh(self, steps: Callable[[], Sequence[Step]]) -> None:
         """``announce.refresh`` as configured now: ``steps()`` run every so often, in slices of 256,

@@ -69,6 +69,7 @@ class StatusInputs:
     arrived: Mapping[str, tuple[str, float]]  # address -> (device it arrived on, wall clock)
     now_mono: float
     now_wall: float
+    conflicts: Mapping[str, Any] | None = None  # the background conflict probes' report (None: off)
 
 
 def _dumps(value: Any) -> str:
@@ -94,7 +95,8 @@ def nics_doc(inp: StatusInputs) -> dict[str, Any]:
 def status_parts(inp: StatusInputs, records: Sequence[str]) -> Sliced[list[str]]:
     """The status document as JSON text parts (``records``: the history's parts, already text)."""
     head = _dumps({"pid": inp.pid, "ready": inp.ready, "config": inp.config_path,
-                   "failback": inp.config.failback.mode, "nics": nics_doc(inp)})
+                   "failback": inp.config.failback.mode, "nics": nics_doc(inp),
+                   "conflict_check": inp.conflicts})
     parts = [head[:-1], ',"addresses":{']
     first = True
     entries: dict[str, Any] = {}
@@ -115,7 +117,7 @@ def status_parts(inp: StatusInputs, records: Sequence[str]) -> Sliced[list[str]]
 
 
 def metrics_view(config: Config, snapshot: Snapshot, health: Mapping[str, hl.NicHealth], ready: bool,
-                 probing: bool) -> Sliced[View]:
+                 probing: bool, conflicts: Mapping[str, Any] | None = None) -> Sliced[View]:
     """What a metrics scrape reports besides the tally."""
     held: dict[str, int] = {}
     away = missing = 0
@@ -131,7 +133,9 @@ def metrics_view(config: Config, snapshot: Snapshot, health: Mapping[str, hl.Nic
             yield
     states = {nic: "drained" if h.drained else h.state for nic, h in health.items()}
     path = {nic: h.path for nic, h in health.items()} if probing else {}
-    return View(ready=ready, nic_states=states, path=path, held=held, away=away, missing=missing)
+    return View(ready=ready, nic_states=states, path=path, held=held, away=away, missing=missing,
+                conflicts=tuple((str(c["address"]), str(c["nic"])) for c in (conflicts or {}).get("conflicts", ())),
+                background_probes=None if conflicts is None else int(conflicts["probes"]))
 
 
 def durable_state(config: Config, snapshot: Snapshot, arrived: Mapping[str, tuple[str, float]],

@@ -11,12 +11,18 @@ do. It never touches the kernel, never sleeps, never reads a clock:
   steps: the transaction yields the inverse of every completed step, newest
   first (``undo=True``), and ends failed;
 * :class:`StartProbe` -- optimistic conflict mode: start this RFC 5227 / DAD
-  probe and do not wait for it (IPv6 optimistic DAD moves the same way);
+  probe and do not wait for it (IPv6 optimistic DAD moves the same way); it is
+  started once the move's first announcement is out, so that opening its
+  sockets never delays the address or the announcement;
 * :class:`JoinProbe` -- wait for that probe's verdict; an answer means the
   address is someone else's after all, and the move is undone.
 
-In strict mode the probe is an ordinary first :class:`Run`: nothing changes
-until the probe's timeout passed unanswered.
+In strict mode the probe is started and joined before any forward step:
+nothing changes until the probe's timeout passed unanswered (a join is the
+last phase of its round, so the moves of the plan that do not wait -- no probe,
+or optimistic -- are done by then). Each move has its own mode: the
+runner moves an address with a fresh clear background finding
+(:mod:`ipshift.scout`) optimistically whatever ``conflict_check.mode`` says.
 
 A :class:`Phases` scheduler runs the transactions of a plan in lockstep: each
 *phase* takes, among the commands the live transactions are waiting on, those
@@ -58,6 +64,7 @@ class StartProbe:
 @dataclass(frozen=True, slots=True)
 class JoinProbe:
     step: CheckConflict
+    defend: bool = True  # after the move (optimistic); False: before it (strict)
 
 
 Command = Run | StartProbe | JoinProbe
@@ -93,13 +100,12 @@ def transaction(steps: Sequence[Step], mode: ConflictMode) -> Generator[Command,
     forward = [s for s in steps if not isinstance(s, CheckConflict)]
     done: list[Step] = []
     failure: Outcome | None = None
-    if probe is not None:
-        if mode == "strict":
-            (err,) = (yield Run((probe,))) or ("",)
-            if err:
-                return Outcome(False, probe, err, conflict=isinstance(err, Conflict))
-        else:
-            yield StartProbe(probe)
+    started = False
+    if probe is not None and mode == "strict":
+        yield StartProbe(probe)  # joined before anything changes: the moves of other modes go on meanwhile
+        (err,) = (yield JoinProbe(probe, defend=False)) or ("",)
+        if err:
+            return Outcome(False, probe, err, conflict=isinstance(err, Conflict))
     for run in _runs(forward):
         errors = (yield Run(run)) or ("",) * len(run)
         for st, err in zip(run, errors):
@@ -109,6 +115,12 @@ def transaction(steps: Sequence[Step], mode: ConflictMode) -> Generator[Command,
             done.append(st)
         if failure is not None:
             break
+        if probe is not None and mode == "optimistic" and not started and isinstance(run[0], Announce):
+            started = True  # the first announcement is out: now the probe that defends the address
+            yield StartProbe(probe)
+    if failure is None and probe is not None and mode == "optimistic" and not started:
+        started = True
+        yield StartProbe(probe)
     if failure is None and probe is not None and mode == "optimistic":
         (err,) = (yield JoinProbe(probe)) or ("",)
         if err:
@@ -150,9 +162,11 @@ class Phase:
 class Phases:
     """Runs transactions in lockstep, phase by phase (pure; see the module docstring)."""
 
-    def __init__(self, moves: Sequence[Sequence[Step]], mode: ConflictMode, order: Sequence[type] = ORDER) -> None:
+    def __init__(self, moves: Sequence[Sequence[Step]], mode: ConflictMode | Sequence[ConflictMode],
+                 order: Sequence[type] = ORDER) -> None:
         self._rank = {kind: i for i, kind in enumerate(order)}
-        self._gens = [transaction(steps, mode) for steps in moves]
+        modes = [mode] * len(moves) if isinstance(mode, str) else list(mode)
+        self._gens = [transaction(steps, m) for steps, m in zip(moves, modes, strict=True)]
         self._pending: dict[int, Command] = {}
         self._keys: dict[int, tuple[int, int, str]] = {}  # the phase each pending command belongs to
         self.outcomes: list[Outcome | None] = [None] * len(self._gens)
@@ -188,6 +202,11 @@ class Phases:
         best = min(keys.values())
         members = tuple((i, self._pending[i]) for i in sorted(keys) if keys[i] == best)
         return Phase(best[2], best[0] == 0, members)
+
+    def defending_only(self) -> bool:
+        """Every live transaction waits only for the probe that defends its completed move: what
+        follows the moves (the plan's postlude) may run now, before those answers are in."""
+        return bool(self._pending) and all(isinstance(c, JoinProbe) and c.defend for c in self._pending.values())
 
     def deliver(self, phase: Phase, replies: Sequence[Reply]) -> None:
         """The results of ``phase``: one reply per member, in order."""

@@ -48,6 +48,7 @@ def test_carrier_loss_moves_announces_and_client_follows(
         make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle], tmp_path: Path) -> None:
     lab = make_lab()
     d = make_daemon(lab, cfg())
+    d.wait_for(lambda s: s["conflict_check"]["known"] >= 1, timeout=5.0, what="the first background conflict probe")
     assert client_ping_ok(lab, "192.0.2.10")
     neigh = lab.run(lab.client, "ip", "-j", "neigh", "show", "192.0.2.10").stdout
     assert json.loads(neigh)[0]["lladdr"] == lab.mac_of("eth0")
@@ -71,12 +72,17 @@ def test_carrier_loss_moves_announces_and_client_follows(
     assert neigh[0]["lladdr"] == lab.mac_of("eth1")
 
     # the failover record: every step with a duration, the first announcement early
+    status = d.wait_for(lambda s: any(r["kind"] == "failover" for r in s["failovers"]), timeout=2.0,
+                        what="the failover record (it ends once the probe defending the move is over)")
     (rec,) = [r for r in status["failovers"] if r["kind"] == "failover"]
     assert rec["trigger"] == "carrier lost"
     (move,) = rec["moves"]
     assert move["ok"] and move["device"] == "eth1"
     ops = [s["op"] for s in move["steps"]]
-    assert ops[:5] == ["CheckConflict", "AddAddress", "Announce", "SaveRoutes", "DelAddress"]
+    # known clear by the background probe: moved at once, the probe that defends it right after the
+    # first announcement
+    assert move["conflict_check"].startswith("known"), move
+    assert ops[:5] == ["AddAddress", "Announce", "CheckConflict", "SaveRoutes", "DelAddress"]
     assert all(s["ms"] >= 0 for s in move["steps"])
 
     # the static route through eth0 now goes through eth1

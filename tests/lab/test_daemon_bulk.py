@@ -40,7 +40,9 @@ def test_a_hundred_addresses_and_their_routes_move_in_batches(
         make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
     lab = make_lab(gw_addrs={"eth0": ["203.0.113.2/24"], "eth1": ["203.0.113.3/24"]},
                    client_addrs=["203.0.113.200/24"])
-    d = make_daemon(lab, config())
+    cfg = config()
+    cfg["conflict_check"]["background"] = None  # every move probes at failure (strict)
+    d = make_daemon(lab, cfg)
     d.wait_for(lambda s: all(s["addresses"][a]["on"] == ["eth0"] for a in ADDRS), timeout=10, what="placement")
     lab.run(lab.client, "ip", "addr", "add", "203.0.113.77/24", "dev", "eth0")  # someone else takes one
     lab.fail_nic("eth0")
@@ -67,3 +69,25 @@ def test_a_hundred_addresses_and_their_routes_move_in_batches(
     # the routes move with the plan, in one step, after the addresses
     assert [s["op"] for s in rec["nic_steps"]] == ["MoveRoutes", "DemoteRoutes"]
     assert lab.run(lab.client, "ping", "-c", "1", "-W", "1", "203.0.113.50", check=False).returncode == 0
+
+
+def test_a_hundred_addresses_known_clear_move_at_once_in_batches(
+        make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
+    lab = make_lab(gw_addrs={"eth0": ["203.0.113.2/24"], "eth1": ["203.0.113.3/24"]},
+                   client_addrs=["203.0.113.200/24"])
+    cfg = config()
+    cfg["conflict_check"]["background"] = {"max_rate": 1000}
+    d = make_daemon(lab, cfg)
+    d.wait_for(lambda s: all(s["addresses"][a]["on"] == ["eth0"] for a in ADDRS), timeout=10, what="placement")
+    d.wait_for(lambda s: s["conflict_check"]["known"] >= N + 2, timeout=10, what="the first background sweep")
+    lab.fail_nic("eth0")
+    st = d.wait_for(lambda s: any(r["kind"] == "failover" for r in s["failovers"]), timeout=10, what="failover")
+    rec = [r for r in st["failovers"] if r["kind"] == "failover"][0]
+    assert all(m["ok"] and m["conflict_check"].startswith("known") for m in rec["moves"]), rec["moves"][:3]
+    here = where(lab)
+    assert all(here.get(a) == ["eth1"] for a in ADDRS), here
+    for op in ("AddAddress", "Announce", "CheckConflict", "SaveRoutes", "DelAddress"):
+        batches = {(s["at_ms"], s["ms"]) for m in rec["moves"] for s in m["steps"] if s["op"] == op and not s["undo"]}
+        assert len(batches) == 1, (op, batches)
+    first = {s["op"]: s["at_ms"] for s in rec["moves"][0]["steps"]}
+    assert first["AddAddress"] < first["Announce"] < first["CheckConflict"], rec["moves"][0]["steps"]

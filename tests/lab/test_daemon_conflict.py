@@ -67,6 +67,7 @@ def test_address_in_use_elsewhere_is_not_moved(make_lab: Callable[..., Lab],
     other = other_host(lab)
     cfg = base_config(failback={"mode": "manual", "delay": "300ms"}, route=False,
                       eth0=["192.0.2.10/24", TAKEN])
+    cfg["conflict_check"]["background"] = None  # the probe at failure (test_daemon_scout: the one before)
     d = make_daemon(lab, cfg)
     detail = kernel_detail(lab, d)
     # the daemon's first placement put 192.0.2.50 on eth0 (nobody else had it then)
@@ -92,7 +93,7 @@ def test_address_in_use_elsewhere_is_not_moved(make_lab: Callable[..., Lab],
     err = moves[0]["error"]
     assert OTHER_MAC in err.lower() and "in use" in err, err
     assert moves[0]["steps"][0]["op"] == "CheckConflict" and not moves[0]["steps"][0]["ok"]
-    assert [s["op"] for s in moves[0]["steps"]] == ["CheckConflict"], moves[0]["steps"]  # nothing else ran
+    assert [s["op"] for s in moves[0]["steps"]] == ["CheckConflict"], moves  # nothing else ran
     # the daemon log says so
     said = [line for line in log_lines(d, "192.0.2.50") if OTHER_MAC in line.lower()]
     assert said, d.log()[-3000:]

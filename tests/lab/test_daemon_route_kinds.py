@@ -73,6 +73,7 @@ def test_a_route_moves_even_when_the_first_address_of_its_subnet_cannot(
         make_lab: Callable[..., Lab], make_daemon: Callable[..., DaemonHandle]) -> None:
     lab = make_lab(gw_addrs={"eth0": ["192.0.2.10/24", "192.0.2.20/24"], "eth1": ["192.0.2.11/24"]})
     cfg = base_config(eth0=["192.0.2.10/24", "192.0.2.20/24"], failback={"mode": "manual"})
+    cfg["conflict_check"]["background"] = None  # the conflict is found by the probe at failure
     d = make_daemon(lab, cfg)
     d.wait_for(lambda s: s["ready"], timeout=5.0, what="ready")
     lab.run(lab.client, "ip", "addr", "add", "192.0.2.10/24", "dev", lab.client_nic)  # someone else answers for it

@@ -228,11 +228,16 @@ def test_a_bulk_plan_in_optimistic_mode_undoes_only_the_address_that_was_answere
         (rec,) = await pb.converge()
         bad = [m for m in rec["moves"] if not m["ok"]]
         assert [m["address"] for m in bad] == ["198.18.0.20/16"] and bad[0]["conflict"]
-        # moved and announced first, then judged, then undone
+        # moved and announced first, the probe started after the announcement, then judged, then undone
         assert [(s["op"], s["undo"]) for s in bad[0]["steps"]] == [
-            ("AddAddress", False), ("Announce", False), ("SaveRoutes", False), ("DelAddress", False),
-            ("DelNeighbours", False), ("FlushNeighbours", False), ("FlushRouteCache", False),
-            ("CheckConflict", False), ("AddAddress", True), ("DelAddress", True)]
+            ("AddAddress", False), ("Announce", False), ("CheckConflict", False), ("SaveRoutes", False),
+            ("DelAddress", False), ("DelNeighbours", False), ("FlushNeighbours", False), ("FlushRouteCache", False),
+            ("AddAddress", True), ("DelAddress", True)]
+        # the failed NIC's routes were withdrawn while the probes still waited, not after their answers
+        probe = next(s for s in bad[0]["steps"] if s["op"] == "CheckConflict")
+        (demote,) = [s for s in rec["nic_steps"] if s["op"] == "DemoteRoutes"]
+        undo = next(s for s in bad[0]["steps"] if s["undo"])
+        assert demote["at_ms"] < undo["at_ms"] and demote["at_ms"] <= probe["at_ms"] + probe["ms"]
         assert pb.where()["198.18.0.20"] == ["eth0"] and pb.where()["198.18.0.21"] == ["eth1"]
 
     run(scenario())

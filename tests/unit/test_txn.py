@@ -54,20 +54,25 @@ def texts(cmds: list[object]) -> list[str]:
 
 
 @pytest.mark.parametrize(("mode", "fail", "ok", "expect"), [
-    ("strict", {}, True, [s.describe() for s in MOVE]),
-    ("strict", {PROBE: Conflict("in use")}, False, [PROBE.describe()]),  # nothing changes on a conflict
+    # strict: the probe is started and joined before anything changes
+    ("strict", {}, True, ["start " + PROBE.describe(), "join " + PROBE.describe()] + [s.describe() for s in MOVE[1:]]),
+    ("strict", {PROBE: Conflict("in use")}, False,  # nothing changes on a conflict
+     ["start " + PROBE.describe(), "join " + PROBE.describe()]),
     ("strict", {MOVE[5]: "EEXIST"}, False,  # the route add fails: undo newest first
-     [s.describe() for s in MOVE[:6]] + ["undo add route 198.51.100.0/24 via 192.0.2.1 dev eth0",
+     ["start " + PROBE.describe(), "join " + PROBE.describe()] + [s.describe() for s in MOVE[1:6]] + ["undo add route 198.51.100.0/24 via 192.0.2.1 dev eth0",
                                           "undo remove 192.0.2.10/24 from eth1",
                                           "undo add 192.0.2.10/24 to eth0"]),
+    # optimistic: the probe starts once the first announcement is out
     ("optimistic", {}, True,
-     ["start " + PROBE.describe()] + [s.describe() for s in MOVE[1:]] + ["join " + PROBE.describe()]),
+     [s.describe() for s in MOVE[1:4]] + ["start " + PROBE.describe()] + [s.describe() for s in MOVE[4:]]
+     + ["join " + PROBE.describe()]),
     ("optimistic", {PROBE: Conflict("in use")}, False,  # moved and announced first, then taken back
-     ["start " + PROBE.describe()] + [s.describe() for s in MOVE[1:]] + ["join " + PROBE.describe()]
+     [s.describe() for s in MOVE[1:4]] + ["start " + PROBE.describe()] + [s.describe() for s in MOVE[4:]]
+     + ["join " + PROBE.describe()]
      + ["undo remove route 198.51.100.0/24 via 192.0.2.1 dev eth1", "undo add route 198.51.100.0/24 via 192.0.2.1 dev eth0",
         "undo remove 192.0.2.10/24 from eth1", "undo add 192.0.2.10/24 to eth0"]),
-    ("optimistic", {MOVE[2]: "ENOBUFS"}, False,  # a failed step: no need to wait for the probe
-     ["start " + PROBE.describe(), MOVE[1].describe(), MOVE[2].describe(), "undo add 192.0.2.10/24 to eth0"]),
+    ("optimistic", {MOVE[2]: "ENOBUFS"}, False,  # a failed step before the announcement: no probe at all
+     [MOVE[1].describe(), MOVE[2].describe(), "undo add 192.0.2.10/24 to eth0"]),
 ])
 def test_one_transaction(mode: str, fail: dict[Step, str], ok: bool, expect: list[str]) -> None:
     cmds, outcome = drive(MOVE, mode, fail)
@@ -124,11 +129,11 @@ def test_a_failed_move_is_undone_before_the_others_go_on_and_only_it() -> None:
     assert [o.ok for o in ph.outcomes if o is not None] == [True, False, True]
 
 
-def test_optimistic_phases_start_every_probe_first_and_join_them_last() -> None:
+def test_optimistic_phases_start_every_probe_after_the_announcements_and_join_them_last() -> None:
     moves = [(CheckConflict("eth1", ipaddress.ip_address(f"192.0.2.{n}"), 0.01),) + move(n) for n in (10, 11)]
     phases, ph = phases_of(moves, mode="optimistic", fail={moves[0][0]: "in use"})
-    assert phases == [("start-probe", False, 2), ("DelAddress", False, 2), ("AddAddress", False, 2),
-                      ("Announce", False, 2), ("DelNeighbours", False, 2), ("join-probe", False, 2),
+    assert phases == [("DelAddress", False, 2), ("AddAddress", False, 2), ("Announce", False, 2),
+                      ("start-probe", False, 2), ("DelNeighbours", False, 2), ("join-probe", False, 2),
                       ("DelAddress", True, 1), ("AddAddress", True, 1)]
     assert [o.ok for o in ph.outcomes if o is not None] == [False, True]
 
@@ -141,3 +146,37 @@ def test_a_probe_that_cannot_run_fails_the_move_but_is_no_conflict() -> None:
 def test_a_failed_announcement_does_not_undo_a_complete_move() -> None:
     cmds, outcome = drive(MOVE, "strict", {MOVE[3]: "Network is down (errno 100)"})
     assert outcome.ok and not any(isinstance(c, Run) and c.undo for c in cmds)  # type: ignore[attr-defined]
+
+
+def test_each_move_has_its_own_mode_a_known_clear_one_moves_before_the_strict_probe_ends() -> None:
+    moves = [(CheckConflict("eth1", ipaddress.ip_address(f"192.0.2.{n}"), 0.01),) + move(n) for n in (10, 11)]
+    phases, ph = phases_of(moves, mode=["optimistic", "strict"])  # type: ignore[arg-type]
+    # the strict move waits for its probe; the known one moves at once and starts its probe after
+    # its announcement; the join comes last
+    kinds = [k for k, _, _ in phases]
+    assert kinds[0] == "start-probe" and kinds.index("join-probe") > kinds.index("Announce"), phases
+    assert kinds.index("start-probe", 1) > kinds.index("Announce"), phases
+    # the strict move's own steps come after the join, when the known move is done
+    assert phases[kinds.index("join-probe") + 1:] == [("DelAddress", False, 1), ("AddAddress", False, 1),
+                                                     ("Announce", False, 1), ("DelNeighbours", False, 1)], phases
+    assert [o.ok for o in ph.outcomes if o is not None] == [True, True]
+    with pytest.raises(ValueError):
+        Phases(moves, ["strict"])  # one mode per move
+
+
+def test_only_defending_probes_left_means_the_postlude_may_run() -> None:
+    moves = [(CheckConflict("eth1", ipaddress.ip_address(f"192.0.2.{n}"), 0.01),) + move(n) for n in (10, 11)]
+
+    def walk(modes: list[str]) -> list[tuple[str, bool]]:
+        ph = Phases(moves, modes)  # type: ignore[arg-type]
+        seen = []
+        while (p := ph.next()) is not None:
+            seen.append((p.kind, ph.defending_only()))
+            ph.deliver(p, [tuple("" for _ in cmd.steps) if isinstance(cmd, Run) else
+                           (("",) if isinstance(cmd, JoinProbe) else None) for _, cmd in p.members])
+        return seen
+
+    known = walk(["optimistic", "optimistic"])  # both moves done: only their defence is left
+    assert known[-1] == ("join-probe", True) and not any(d for _, d in known[:-1]), known
+    strict = walk(["strict", "strict"])  # a strict join comes before its move: no defence
+    assert not any(d for _, d in strict), strict
