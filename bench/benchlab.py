@@ -40,6 +40,9 @@ PEER_NIC_INDEX = 30
 # The same for IPv6 (scenario (g)), where the failed NIC keeps its base address 2001:db8::10/64.
 GW_EXTRA_SYSCTLS = {f"net.{fam}.conf.{c}.ignore_routes_with_linkdown": "1"
                     for fam in ("ipv4", "ipv6") for c in ("all", "eth0", "eth1")}
+# Scenario (h): an extra veth, on no bridge and carrying no address, whose carrier the switch agent
+# flips to make the kernel's linkwatch run (its ifindex equals its peer's: not urgent, like eth0).
+LW_NIC, LW_PEER, LW_INDEX = "lw0", "lwp", 250
 SWITCH_SYSCTLS = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
 
 
@@ -51,6 +54,9 @@ class LabSpec:
     routes: list[str] = field(default_factory=list)  # "DEST via GW dev NIC" lines for `ip route add`
     peer_gateway_addrs: list[str] | None = None  # None: no second gateway
     client_addrs: list[str] = field(default_factory=lambda: ["192.0.2.100/24"])
+    nics: int = 2  # gateway NICs eth0 .. eth{nics-1}; (a'') has 4
+    urgent_carrier: bool = True  # False: carrier changes wait for linkwatch's batching, as on a physical NIC
+    linkwatch_veth: bool = False  # (h): the unused veth LW_NIC in the gateway, its peer LW_PEER on the switch
 
 
 def end_process(proc: subprocess.Popen[Any], *, group: bool = False, timeout: float = 3.0) -> None:
@@ -144,6 +150,12 @@ class Agent(LineProc):
         r = self.ask(f"up {port}")
         return float(r["t0"])
 
+    def down_after_linkwatch(self, port: str, delay: float) -> dict[str, Any]:
+        """(h): flip ``lwp`` (the gateway's ``lw0`` loses or regains its carrier), wait until the
+        kernel's linkwatch has delivered that to the gateway (``lw0``'s IFF_RUNNING follows), then
+        ``delay`` s later set ``port`` down. Returns t_pre, t_lw, t0, t1 (monotonic) and lw_ok."""
+        return self.ask(f"lwdown {LW_PEER} {LW_NIC} {delay} {port}", timeout=10)
+
     def first(self, ip: str, mac: str | None = None) -> float | None:
         r = self.ask(f"first {ip} {mac or ''}".strip())
         return None if r["t"] is None else float(r["t"])
@@ -177,10 +189,10 @@ class Prober(LineProc):
 class BenchLab:
     """A :class:`Lab` with the bench's additions; use as a context manager."""
 
-    def __init__(self, prefix: str, spec: LabSpec, *, nics: int = 2, workdir: Path) -> None:
+    def __init__(self, prefix: str, spec: LabSpec, *, workdir: Path) -> None:
         self.spec = spec
-        self.lab = Lab(prefix, nics=nics, gw_addrs=spec.gw_addrs, client_addrs=spec.client_addrs,
-                       gw_sysctls=GW_EXTRA_SYSCTLS, promote_secondaries=True)
+        self.lab = Lab(prefix, nics=spec.nics, gw_addrs=spec.gw_addrs, client_addrs=spec.client_addrs,
+                       gw_sysctls=GW_EXTRA_SYSCTLS, promote_secondaries=True, urgent_carrier=spec.urgent_carrier)
         self.peer = f"{prefix}{PEER_NS_SUFFIX}" if spec.peer_gateway_addrs is not None else None
         self.workdir = workdir
         self.agent: Agent | None = None
@@ -195,6 +207,8 @@ class BenchLab:
                 self._create_peer()
             if self.spec.routes:
                 self.batch(self.gateway, [f"route add {r}" for r in self.spec.routes])
+            if self.spec.linkwatch_veth:
+                self._create_linkwatch_veth()
             self.agent = self._start_agent()
         except BaseException:
             self.destroy()
@@ -224,10 +238,20 @@ class BenchLab:
         if not ok:
             raise LabError("peer gateway eth0 did not come up")
 
+    def _create_linkwatch_veth(self) -> None:
+        """(h): ``lw0`` in the gateway, its peer ``lwp`` in the switch namespace (no bridge), same ifindex."""
+        self.batch(self.gateway, [f"link add name {LW_NIC} index {LW_INDEX} type veth peer name {LW_PEER} "
+                                  f"index {LW_INDEX} netns {self.lab.switch}", f"link set {LW_NIC} up"])
+        self.batch(self.lab.switch, [f"link set {LW_PEER} up"])
+        ok = wait_until(lambda: "LOWER_UP" in self.run(self.gateway, "ip", "-o", "link", "show", LW_NIC).stdout, 3.0)
+        if not ok:
+            raise LabError(f"{LW_NIC} did not come up")
+
     def _start_agent(self) -> Agent:
+        gw = ["--gw-netns", self.gateway] if self.spec.linkwatch_veth else []
         proc = self.lab.popen(
             self.lab.switch, sys.executable, str(BENCH_DIR / "swagent.py"), "--ifname", self.lab.client_peer,
-            "--rt", "5", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            "--rt", "5", *gw, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
         agent = Agent(proc, "switch agent")
         self._children.append(agent)

@@ -12,12 +12,26 @@ SCEN_TITLES = {
     "d": "(d) failback: client outage",
     "g": "(g) IPv6 carrier loss: client outage",
     "g_announce": "(g) IPv6 carrier loss: first unsolicited NA",
+    "c_5ms": "(c') path loss, probe 5 ms x 3: client outage",
+    "c_2ms": "(c') path loss, probe 2 ms x 3: client outage",
+    "a_busy": "(a'') carrier loss, 2,000 more addresses elsewhere",
+    "h": "(h) linkwatch-batched carrier loss: client outage",
+    "i": "(i) carrier loss, status polled: client outage",
 }
+
+
+def scenarios_of(results: dict[str, Any]) -> dict[str, Any]:
+    """results["scenarios"] with schema-1 keys renamed: there (h) was the status-polled scenario, now (i)."""
+    sc: dict[str, Any] = results.get("scenarios", {})
+    if results.get("schema", 1) >= 2:
+        return sc
+    renamed = {"h": "i", "h_announce": "i_announce"}
+    return {renamed.get(k, k): v for k, v in sc.items()}
 
 
 def _samples(results: dict[str, Any], scen: str) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    for name, entry in results["scenarios"].get(scen, {}).get("contenders", {}).items():
+    for name, entry in scenarios_of(results).get(scen, {}).get("contenders", {}).items():
         vals = entry.get("samples") or []
         if vals:
             out[name] = [v * 1e3 for v in vals]
@@ -31,7 +45,8 @@ def outage_plot(results: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scens = [s for s in ("a", "b", "d", "c", "g", "g_announce") if _samples(results, s)]
+    scens = [s for s in ("a", "b", "d", "a_busy", "c", "c_5ms", "c_2ms", "g", "g_announce", "h", "i")
+             if _samples(results, s)]
     if not scens:
         return None
     ncols = min(2, len(scens))
@@ -106,7 +121,7 @@ def scale_plot(results: dict[str, Any], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    e = results["scenarios"].get("e")
+    e = scenarios_of(results).get("e")
     if not e:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

@@ -6,9 +6,14 @@
 Scenarios (see bench/README.md): (a) carrier loss -> client traffic restored,
 (b) carrier loss -> first gratuitous ARP on the switch, (c) path loss with
 carrier up, (d) failback, (e) scale with the kernel floor, (f) idle cost,
-(g) IPv6 carrier loss (the service address is 2001:db8::50/64).
+(g) IPv6 carrier loss (the service address is 2001:db8::50/64), (h) carrier loss
+batched by the kernel's linkwatch (as on a physical NIC), (i) carrier loss while
+`ipshift status` is polled, (a2) = (a'') carrier loss on a gateway with 2,000 more
+addresses on another NIC pair; (c) includes (c'), probe intervals 5 ms and 2 ms.
 (a), (b) and (d) come from the same trials: fail, measure, restore, measure;
 (g) runs the same trials with the IPv6 address and reports beside (a) and (b).
+Two ipshift contenders: ``ipshift`` (its defaults, conflict check on) and
+``ipshift-nocheck`` (conflict_check.enabled=false, like for like with the shell).
 
 Writes bench/results/<date>.json and PNG plots beside it, and prints a
 Markdown table. Needs root. Every lab is deleted at the end, also on error,
@@ -18,6 +23,7 @@ Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -40,12 +46,29 @@ import scenarios  # noqa: E402
 from benchlab import BenchLab, sysctls_set  # noqa: E402
 from contenders import Contender, MoveSpec, all_contenders, ipv6_spec, scale_spec  # noqa: E402
 from ipshift.lab import unique_prefix  # noqa: E402
-from stats import fmt_seconds, ratio, summarize  # noqa: E402
+from report import SCALE_NS, markdown  # noqa: E402
+from stats import summarize  # noqa: E402
 
-ALL_SCENARIOS = "abcdefgh"
-SCALE_NS = (1, 100, 1000, 10_000)
+ALL_SCENARIOS = "abcdefghi"
+MULTI_TOKENS = ("a2",)  # (a''): `--only a2`
+IPSHIFTS = ("ipshift", "ipshift-nocheck")
+PATH_INTERVALS = ("10ms", "5ms", "2ms")  # (c) and (c'); scenario keys c, c_5ms, c_2ms
+PROBE_IDLE = ("10ms", "5ms", "2ms")  # (f): idle ipshift probing at each interval
+CARRIER_POLL = "10ms"  # (h) and (f)
+BUSY_N = 2000  # (a'')
 QUICK_SCALE_MAX = 1000  # --quick skips N=10,000 (the lab alone takes seconds to build)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One row of a table: a contender with a scenario's spec (a variant has its own key and label)."""
+
+    key: str
+    contender: str
+    spec: MoveSpec
+    label: str
+    status: str | None = None  # set: not run, this says why
 
 
 @dataclass(frozen=True)
@@ -53,25 +76,34 @@ class Plan:
     """How much of everything to run (``--quick`` or full)."""
 
     quick: bool
-    scenarios: str
+    scenarios: tuple[str, ...]  # tokens: a .. i, a2
     contenders: tuple[str, ...]
     trials: int  # (a)-(d)
     cycle_budget_s: float  # per contender, for (a)/(b)/(d) together
-    path_budget_s: float  # per contender, (c)
+    path_budget_s: float  # per contender and probe interval, (c) and (c')
+    batched_budget_s: float = 50.0  # (h), per row
+    busy_budget_s: float = 60.0  # (a''), per row
+    slow_ipv6_budget_s: float = 120.0  # (g) for keepalived with default timers (~7 s per trial)
     scale_trials: dict[int, int] = field(default_factory=dict)
     scale_budget_s: dict[str, float] = field(default_factory=dict)  # per contender, all N together
     idle_s: float = 60.0  # (f) for ipshift
-    idle_other_s: float = 30.0  # (f) for the reference contenders
+    idle_other_s: float = 30.0  # (f) for the reference contenders and ipshift-nocheck
+    idle_variant_s: float = 20.0  # (f) ipshift with path probes / carrier polling
+    rss_n: int = 10_000  # (f) RSS after one failover and one failback of this many addresses
 
     @staticmethod
-    def make(quick: bool, scen: str, names: tuple[str, ...]) -> Plan:
+    def make(quick: bool, scen: tuple[str, ...], names: tuple[str, ...]) -> Plan:
         if quick:
-            return Plan(quick, scen, names, trials=5, cycle_budget_s=18, path_budget_s=5,
+            return Plan(quick, scen, names, trials=5, cycle_budget_s=18, path_budget_s=5, batched_budget_s=16,
+                        busy_budget_s=8, slow_ipv6_budget_s=18,
                         scale_trials={1: 5, 100: 3, 1000: 1},
-                        scale_budget_s={"shell": 8, "ipaddr2": 5, "ipshift": 30}, idle_s=3, idle_other_s=2)
-        return Plan(quick, scen, names, trials=30, cycle_budget_s=240, path_budget_s=90,
+                        scale_budget_s={"shell": 8, "ipaddr2": 5, "ipshift": 30, "ipshift-nocheck": 30},
+                        idle_s=3, idle_other_s=2, idle_variant_s=3, rss_n=1000)
+        return Plan(quick, scen, names, trials=30, cycle_budget_s=240, path_budget_s=60, batched_budget_s=50,
+                    busy_budget_s=60, slow_ipv6_budget_s=120,
                     scale_trials={1: 30, 100: 10, 1000: 5, 10_000: 3},
-                    scale_budget_s={"shell": 200, "ipaddr2": 120, "ipshift": 200}, idle_s=60, idle_other_s=20)
+                    scale_budget_s={"shell": 200, "ipaddr2": 120, "ipshift": 200, "ipshift-nocheck": 150},
+                    idle_s=60, idle_other_s=20, idle_variant_s=20, rss_n=10_000)
 
 
 def log(msg: str) -> None:
@@ -160,41 +192,62 @@ class Runner:
         return gone
 
     # ----------------------------------------------------------------- scenarios
-    def cycles(self, trigger: str, scen_keys: str, spec: MoveSpec | None = None,
-               only: tuple[str, ...] | None = None, why_not: str = "") -> dict[str, Any]:
-        """(a)/(b)/(d) for trigger 'carrier', (c) for 'path', (g) for 'carrier' with ``ipv6_spec()``,
-        (h) for 'carrier' with ``MoveSpec(status_poll=True)`` and ipshift ``only``."""
+    def note(self, name: str, spec: MoveSpec) -> str | None:
+        """The configuration a contender runs with in ``spec`` (ipshift contenders say it exactly)."""
+        fn = getattr(self.contenders[name], "config_note", None)
+        return str(fn(spec)) if fn is not None else None
+
+    def series(self, spec: MoveSpec, *, trigger: str = "carrier", only: tuple[str, ...] | None = None,
+               why_not: str = "") -> list[Series]:
+        """One row per chosen contender, with the reason when it does not run."""
+        out = []
+        for name, c in self.contenders.items():
+            status = None
+            if name in self.unavailable:
+                status = f"not available: {self.unavailable[name]}"
+            elif only is not None and name not in only:
+                status = why_not
+            elif trigger == "path" and c.path_detection is not None:
+                status = c.path_detection
+            out.append(Series(name, name, spec, c.label, status))
+        return out
+
+    def cycles(self, trigger: str, scen_keys: str, series: list[Series], budget: float | dict[str, float]) -> dict[str, Any]:
+        """Runs every row of ``series`` (fresh lab each): (a)/(b)/(d) for trigger 'carrier', (c)/(c')
+        for 'path', (g) with ``ipv6_spec()``, (h) with ``MoveSpec(batched_carrier=True)``, (i) with
+        ``MoveSpec(status_poll=True)``, (a'') with ``MoveSpec(busy=...)``."""
         plan = self.plan
         out: dict[str, Any] = {"contenders": {}, "trials": {}}
-        spec = spec or MoveSpec(probe=trigger == "path")
-        for name, c in self.contenders.items():
-            if only is not None and name not in only:
-                out["contenders"][name] = {"status": why_not}
+        for row in series:
+            entry: dict[str, Any] = {"label": row.label, "contender": row.contender}
+            note = self.note(row.contender, row.spec)
+            if note:
+                entry["config"] = note
+            out["contenders"][row.key] = entry
+            if row.status is not None:
+                entry["status"] = row.status
                 continue
-            if name in self.unavailable:
-                out["contenders"][name] = {"status": f"not available: {self.unavailable[name]}"}
-                continue
-            if trigger == "path" and c.path_detection is not None:
-                out["contenders"][name] = {"status": c.path_detection}
-                continue
-            budget = plan.cycle_budget_s if trigger == "carrier" else plan.path_budget_s
-            log(f"[{scen_keys}] {name}: up to {plan.trials} trials, budget {budget:.0f} s")
+            c = self.contenders[row.contender]
+            spec = row.spec
+            b = budget if isinstance(budget, float | int) else budget.get(row.key, budget["*"])
+            log(f"[{scen_keys}] {row.key}: up to {plan.trials} trials, budget {b:.0f} s")
             t0 = time.monotonic()
             try:
                 res = self.with_lab(c, spec, lambda lab: scenarios.run_cycles(
-                    c, lab, spec, plan.trials, trigger=trigger, deadline=time.monotonic() + budget,
+                    c, lab, spec, plan.trials, trigger=trigger, deadline=time.monotonic() + b,
                     failback=True, stop_if_first_censored=trigger == "path", log=log))
             except Exception as exc:  # one contender failing must not sink the run
-                log(f"  {name}: error: {exc}")
-                out["contenders"][name] = {"status": f"error: {exc}"}
+                log(f"  {row.key}: error: {exc}")
+                text = str(exc)
+                entry["status"] = text if text.startswith("not yet") else f"error: {text}"
                 continue
-            out["trials"][name] = scenarios.as_dicts(res)
+            out["trials"][row.key] = scenarios.as_dicts(res)
             status = "ok"
             if res and all(r.outage_censored for r in res):
-                note = getattr(c, "no_path_detection_note", None) if trigger == "path" else None
-                status = str(note or f"no failover within {c.failover_timeout:g} s")
-            out["contenders"][name] = {"status": status, "elapsed_s": time.monotonic() - t0}
-            log(f"  {name}: {status}, {time.monotonic() - t0:.1f} s")
+                why = getattr(c, "no_path_detection_note", None) if trigger == "path" else None
+                status = str(why or f"no failover within {c.failover_timeout:g} s")
+            entry.update(status=status, elapsed_s=time.monotonic() - t0)
+            log(f"  {row.key}: {status}, {time.monotonic() - t0:.1f} s")
         return out
 
     def scale(self) -> dict[str, Any]:
@@ -225,12 +278,12 @@ class Runner:
                     per_n[str(n)] = {"status": "not run: (e) compares the single-gateway movers"}
                 continue
             budget_end = time.monotonic() + plan.scale_budget_s[name]
-            last: tuple[int, float] | None = None  # (N, median s) of the largest N measured
+            measured: list[tuple[int, float]] = []  # (N, median s) of every N measured, ascending
             for n in SCALE_NS:
                 if n not in plan.scale_trials:
                     per_n[str(n)] = {"status": "skipped: --quick"}
                     continue
-                est = None if last is None else last[1] * n / last[0]
+                est = extrapolate(measured, n, floor_medians(out["floor"]))
                 left = budget_end - time.monotonic()
                 if est is not None and est > left:
                     per_n[str(n)] = {"status": "skipped: over time budget", "extrapolated_s": est,
@@ -260,27 +313,94 @@ class Runner:
                     for bigger in SCALE_NS[SCALE_NS.index(n) + 1:]:
                         per_n[str(bigger)] = {"status": f"skipped: no complete trial at N={n}"}
                     break
-                last = (n, sorted(vals)[len(vals) // 2])
+                measured.append((n, sorted(vals)[len(vals) // 2]))
         return out
 
     def idle(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"contenders": {}}
-        spec = MoveSpec(addresses=scale_spec(100).addresses, routes=(), failback=True)
-        for name, c in self.contenders.items():
+        """(f): every contender idle with 2 NICs and 100 addresses; then ipshift (defaults) with path
+        probes at each interval and with carrier polling; then ipshift's RSS after moves."""
+        out: dict[str, Any] = {"contenders": {}, "memory": {}}
+        base = MoveSpec(addresses=scale_spec(100).addresses, routes=(), failback=True)
+        rows = [(name, name, base, self.plan.idle_s if name == "ipshift" else self.plan.idle_other_s)
+                for name in self.contenders]
+        if "ipshift" in self.contenders:
+            v = self.plan.idle_variant_s
+            rows += [(f"ipshift+probe{iv}", "ipshift", dataclasses.replace(base, probe=True, probe_interval=iv), v)
+                     for iv in PROBE_IDLE]
+            rows.append((f"ipshift+carrier_poll{CARRIER_POLL}", "ipshift",
+                         dataclasses.replace(base, carrier_poll=CARRIER_POLL), v))
+        for key, name, spec, secs in rows:
+            c = self.contenders[name]
+            label = c.label if key == name else f"{c.label} + {key.split('+', 1)[1]}"
+            entry: dict[str, Any] = {"label": label, "config": self.note(name, spec)}
             if name in self.unavailable:
-                out["contenders"][name] = {"status": f"not available: {self.unavailable[name]}"}
+                out["contenders"][key] = {**entry, "status": f"not available: {self.unavailable[name]}"}
                 continue
-            secs = self.plan.idle_s if name == "ipshift" else self.plan.idle_other_s
-            log(f"[f] {name}: idle {secs:.0f} s with 2 NICs, 100 addresses")
+            log(f"[f] {key}: idle {secs:.0f} s with 2 NICs, 100 addresses")
             try:
-                out["contenders"][name] = self.with_lab(c, spec, lambda lab: scenarios.run_idle(c, secs))
+                entry.update(self.with_lab(c, spec, lambda lab: scenarios.run_idle(c, secs)))
             except Exception as exc:
-                log(f"  {name}: error: {exc}")
-                out["contenders"][name] = {"status": f"error: {exc}"}
+                log(f"  {key}: error: {exc}")
+                text = str(exc)
+                entry["status"] = text if text.startswith("not yet") else f"error: {text}"
+            out["contenders"][key] = entry
+        if "ipshift" in self.contenders and "ipshift" not in self.unavailable:
+            c = self.contenders["ipshift"]
+            n = self.plan.rss_n
+            spec = dataclasses.replace(scale_spec(n), failback=True)
+            entry = {"label": c.label, "config": self.note("ipshift", spec), "addresses": n}
+            log(f"[f] ipshift: RSS after one failover and one failback of {n:,} addresses")
+            try:
+                entry.update(self.with_lab(c, spec, lambda lab: scenarios.run_rss_after_moves(
+                    c, lab, spec, timeout=30.0 + n / 200)))
+            except Exception as exc:
+                log(f"  ipshift RSS: error: {exc}")
+                entry["status"] = f"error: {exc}"
+            out["memory"]["ipshift"] = entry
         return out
 
 
+def floor_medians(floor: dict[str, Any]) -> dict[int, float]:
+    return {int(n): v["stats"]["median"] for n, v in floor.items() if v.get("stats", {}).get("n")}
+
+
+def extrapolate(measured: list[tuple[int, float]], n: int, floor: dict[int, float]) -> float | None:
+    """A trial's time at ``n`` from the sizes measured so far: the largest measured time plus the
+    per-address cost times the addresses added. The per-address cost is the marginal one between
+    the two largest sizes measured; with one size only (N=1: almost all fixed cost, conflict probe
+    included), the kernel floor's per-address cost (a lower bound) stands in for it."""
+    if not measured:
+        return None
+    n2, t2 = measured[-1]
+    if len(measured) >= 2:
+        n1, t1 = measured[-2]
+        per = max(0.0, (t2 - t1) / (n2 - n1))
+    elif n in floor and n2 in floor and n > n2:
+        per = max(0.0, (floor[n] - floor[n2]) / (n - n2))
+    else:
+        per = 0.0
+    return t2 + (n - n2) * per
+
+
 # --------------------------------------------------------------------------- results
+
+
+def batched_series(runner: Runner) -> list[Series]:
+    """(h): ipshift without and with carrier polling, ipshift-nocheck with it, the shell baseline."""
+    plain = MoveSpec(batched_carrier=True)
+    polled = dataclasses.replace(plain, carrier_poll=CARRIER_POLL)
+    out: list[Series] = []
+    for row in runner.series(plain, only=("ipshift", "ipshift-nocheck", "shell"),
+                             why_not="not run: (h) compares ipshift with and without carrier polling and the shell"):
+        if row.contender == "ipshift-nocheck":
+            out.append(dataclasses.replace(row, key=f"ipshift-nocheck+poll{CARRIER_POLL}", spec=polled,
+                                           label=f"{row.label} + carrier_poll {CARRIER_POLL}"))
+            continue
+        out.append(row)
+        if row.contender == "ipshift":
+            out.append(dataclasses.replace(row, key=f"ipshift+poll{CARRIER_POLL}", spec=polled,
+                                           label=f"{row.label} + carrier_poll {CARRIER_POLL}"))
+    return out
 
 
 def machine_info() -> dict[str, Any]:
@@ -318,15 +438,20 @@ def summarize_cycles(results: dict[str, Any], key: str, scen: str, field_name: s
     entry: dict[str, Any] = {"contenders": {}}
     for name, status in src["contenders"].items():
         trials = src["trials"].get(name)
+        keep = {k: status[k] for k in ("label", "config", "contender") if k in status}
         if not trials:
-            entry["contenders"][name] = {"status": status["status"]}
+            entry["contenders"][name] = {"status": status["status"], **keep}
             continue
         ok = [t for t in trials if not t.get("prober_suspect")]
         vals = [t[field_name] for t in ok if t[field_name] is not None and not t[censor_field]]
         cens = sum(1 for t in ok if t[field_name] is None or t[censor_field])
         st = summarize(vals, censored=cens)
         st["prober_late_excluded"] = len(trials) - len(ok)
-        entry["contenders"][name] = {"status": status["status"] if not vals else "ok", "stats": st, "samples": vals}
+        entry["contenders"][name] = {"status": status["status"] if not vals else "ok", "stats": st, "samples": vals,
+                                     **keep}
+        waits = [t["pre_event_wait"] for t in ok if t.get("pre_event_wait") is not None]
+        if waits:  # (h): how long the kernel held the other link event
+            entry["contenders"][name]["pre_event_wait"] = summarize(waits)
     results["scenarios"][scen] = entry
 
 
@@ -351,103 +476,6 @@ def timelines(raw_cycles: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def side_by_side(results: dict[str, Any]) -> list[str]:
-    """IPv4 (a)/(b) beside IPv6 (g): the median of each, per contender."""
-    sc = results["scenarios"]
-    if "g" not in sc or "a" not in sc:
-        return []
-
-    def med(scen: str, name: str) -> str:
-        e = sc.get(scen, {}).get("contenders", {}).get(name, {})
-        st = e.get("stats") or {}
-        return fmt_seconds(st["median"]) if st.get("n") else str(e.get("status", "-"))
-
-    lines = ["### carrier loss, IPv4 beside IPv6 (medians)", "",
-             "| contender | outage IPv4 (a) | outage IPv6 (g) | first announcement IPv4 (b) | first announcement IPv6 (g) |",
-             "|---|---|---|---|---|"]
-    for name in sc["g"]["contenders"]:
-        lines.append(f"| {results['contenders'][name]['label']} | {med('a', name)} | {med('g', name)} | "
-                     f"{med('b', name)} | {med('g_announce', name)} |")
-    return lines + [""]
-
-
-def markdown(results: dict[str, Any]) -> str:
-    m = results["machine"]
-    lines = [f"## ipshift bench {results['date']} ({'quick' if results['quick'] else 'full'})", "",
-             f"{m['cpu_model']}, {m['nproc']} CPUs, Linux {m['uname_r']}; probes every 1 ms; "
-             f"times from the trigger (switch port down).", ""]
-    ipshift_med: dict[str, float | None] = {}
-    titles = {
-        "a": "(a) carrier loss -> client traffic restored (longest gap between replies)",
-        "b": "(b) carrier loss -> first gratuitous ARP seen on the switch",
-        "c": "(c) path loss, carrier up (peer detached from the bridge) -> client traffic restored",
-        "d": "(d) failback: home NIC returns -> longest client gap",
-        "g": "(g) IPv6 carrier loss -> client ping6 restored (longest gap between replies; compare (a))",
-        "g_announce": "(g) IPv6 carrier loss -> first unsolicited neighbour advertisement seen on the switch "
-                      "(compare (b))",
-        "h": "(h) carrier loss while `ipshift status` is polled in a loop, 50,000 moves kept -> client traffic "
-             "restored (compare (a))",
-        "h_announce": "(h) the same -> first gratuitous ARP seen on the switch (compare (b))",
-    }
-    for scen in ("a", "b", "c", "d", "g", "g_announce", "h", "h_announce"):
-        entry = results["scenarios"].get(scen)
-        if not entry:
-            continue
-        ip = entry["contenders"].get("ipshift", {})
-        ipm = ip.get("stats", {}).get("median") if ip.get("stats", {}).get("n") else None
-        ipshift_med[scen] = ipm
-        lines += [f"### {titles[scen]}", "", "| contender | n | min | median | p95 | max | ipshift / this |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, e in entry["contenders"].items():
-            label = results["contenders"][name]["label"]
-            st = e.get("stats")
-            if not st or not st.get("n"):
-                lines.append(f"| {label} | - | {e['status']} | | | | |")
-                continue
-            cens = f" (+{st['censored']} not restored)" if st.get("censored") else ""
-            if st.get("prober_late_excluded"):
-                cens += f" (+{st['prober_late_excluded']} left out: prober late)"
-            r = "-" if name == "ipshift" else (ratio(ipm, st["median"]) if ipm else "n/a (no ipshift figure)")
-            lines.append(f"| {label} | {st['n']}{cens} | {fmt_seconds(st['min'])} | {fmt_seconds(st['median'])} | "
-                         f"{fmt_seconds(st['p95'])} | {fmt_seconds(st['max'])} | {r} |")
-        lines.append("")
-    lines += side_by_side(results)
-    e = results["scenarios"].get("e")
-    if e:
-        ns = [str(n) for n in SCALE_NS]
-        lines += ["### (e) scale: carrier loss -> last address on the survivor and announced (median, n trials)", "",
-                  "| contender | " + " | ".join(f"N={int(n):,}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
-
-        def cell(v: dict[str, Any]) -> str:
-            st = v.get("stats")
-            if st and st.get("n"):
-                return f"{fmt_seconds(st['median'])} (n={st['n']})"
-            if v.get("extrapolated_s"):
-                return f"skipped: over time budget (~{fmt_seconds(v['extrapolated_s'])} per trial, linear extrapolation)"
-            if st is not None and v.get("notes"):
-                return f"{v.get('status')} ({st.get('censored', 0)} trials: {v['notes'][0][:80]})"
-            return str(v.get("status", "-"))
-
-        lines.append("| kernel floor: `ip -batch` (same deletes/adds, no detection or announce) | "
-                     + " | ".join(cell(e["floor"].get(n, {})) for n in ns) + " |")
-        for name, per_n in e["contenders"].items():
-            lines.append(f"| {results['contenders'][name]['label']} | " + " | ".join(cell(per_n.get(n, {})) for n in ns) + " |")
-        lines.append("")
-    f = results["scenarios"].get("f")
-    if f:
-        lines += ["### (f) idle cost, 2 NICs and 100 addresses (the gateway's processes)", "",
-                  "| contender | seconds | CPU % | RSS MiB | wake-ups/s |", "|---|---|---|---|---|"]
-        for name, v in f["contenders"].items():
-            label = results["contenders"][name]["label"]
-            if v.get("status") != "ok":
-                lines.append(f"| {label} | {v.get('status')} | | | |")
-            else:
-                lines.append(f"| {label} | {v['duration_s']:.0f} | {v['cpu_percent']:.2f} | {v['rss_mib']:.1f} | "
-                             f"{v['wakeups_per_s']:.1f} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -455,15 +483,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = list(all_contenders())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="5 trials per scenario, short budgets (< 2 min)")
-    p.add_argument("--only", default=ALL_SCENARIOS, help="scenarios to run, e.g. a,b,d,e,g (default all)")
+    p.add_argument("--only", default=",".join([*ALL_SCENARIOS, *MULTI_TOKENS]),
+                   help="scenarios to run, e.g. a,b,d,e,g or a2 for (a'') (default all; c includes (c'))")
     p.add_argument("--contenders", default=",".join(names), help=f"comma-separated subset of {','.join(names)}")
     p.add_argument("--no-install", action="store_true", help="do not run bench/install-debs.sh")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--results", type=Path, default=BENCH_DIR / "results", help="output directory")
     args = p.parse_args(argv)
-    args.only = "".join(sorted(set(args.only.replace(",", "").strip())))
-    if not args.only or set(args.only) - set(ALL_SCENARIOS):
-        p.error(f"--only takes letters from {ALL_SCENARIOS}")
+    tokens: set[str] = set()
+    for part in args.only.replace(" ", "").split(","):
+        if part in MULTI_TOKENS:
+            tokens.add(part)
+        else:
+            tokens.update(part)
+    if not tokens or tokens - set(ALL_SCENARIOS) - set(MULTI_TOKENS):
+        p.error(f"--only takes letters from {ALL_SCENARIOS} and {', '.join(MULTI_TOKENS)}")
+    args.only = tuple(sorted(tokens))
     chosen = tuple(n.strip() for n in args.contenders.split(",") if n.strip())
     bad = set(chosen) - set(names)
     if bad or not chosen:
@@ -488,14 +523,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     date = dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
     results: dict[str, Any] = {
-        "schema": 1, "date": date, "quick": plan.quick, "scenarios_run": plan.scenarios,
+        # schema 2: (h) is the linkwatch-batched carrier loss; schema 1's (h) (status polled) is (i).
+        "schema": 2, "date": date, "quick": plan.quick, "scenarios_run": ",".join(plan.scenarios),
         "machine": machine_info(), "sysctls": sysctls_set(("eth0", "eth1")),
         "prober": {"tool": "ipshift.prober", "interval_s": scenarios.PROBE_INTERVAL, "sched": "SCHED_FIFO 10",
                    "probe": "ICMP echo, raw socket, absolute schedule"},
         "trigger": "switch agent: SIOCSIFFLAGS down on the gateway NIC's bridge port (= Lab.fail_nic)",
         "plan": {"trials": plan.trials, "scale_trials": plan.scale_trials, "scale_budget_s": plan.scale_budget_s,
                  "cycle_budget_s": plan.cycle_budget_s, "path_budget_s": plan.path_budget_s,
-                 "idle_s": plan.idle_s, "idle_other_s": plan.idle_other_s},
+                 "idle_s": plan.idle_s, "idle_other_s": plan.idle_other_s, "idle_variant_s": plan.idle_variant_s,
+                 "batched_budget_s": plan.batched_budget_s, "busy_budget_s": plan.busy_budget_s,
+                 "slow_ipv6_budget_s": plan.slow_ipv6_budget_s, "rss_n": plan.rss_n,
+                 "pre_event_s": scenarios.PRE_EVENT_S, "busy_addresses": BUSY_N},
         "contenders": {}, "scenarios": {}, "raw": {},
     }
     with tempfile.TemporaryDirectory(prefix="ipsb-bench-") as tmp:
@@ -503,42 +542,78 @@ def main(argv: list[str] | None = None) -> int:
         for name, c in runner.contenders.items():
             results["contenders"][name] = {"label": c.label, "available": name not in runner.unavailable,
                                            "reason": runner.unavailable.get(name)}
+            for k, spec in (("config", MoveSpec()), ("config_scale", scale_spec(1))):
+                note = runner.note(name, spec)
+                if note:
+                    results["contenders"][name][k] = note
             if name in runner.unavailable:
                 log(f"{name}: not available: {runner.unavailable[name]}")
         interrupted = False
         try:
+            def lap() -> None:
+                log(f"-- {time.monotonic() - started:.0f} s")
+
             if set("abd") & set(plan.scenarios):
-                results["raw"]["carrier"] = runner.cycles("carrier", "abd")
+                results["raw"]["carrier"] = runner.cycles("carrier", "abd", runner.series(MoveSpec()),
+                                                          plan.cycle_budget_s)
                 for scen, fld, cens in (("a", "outage", "outage_censored"), ("b", "garp", "outage_censored"),
                                         ("d", "failback_gap", "failback_censored")):
                     if scen in plan.scenarios:
                         summarize_cycles(results, "carrier", scen, fld, cens)
                 results["timelines"] = timelines(results["raw"]["carrier"])
-            log(f"-- {time.monotonic() - started:.0f} s")
+            lap()
+            if "a2" in plan.scenarios:
+                spec = MoveSpec(busy=BUSY_N)
+                results["raw"]["busy"] = runner.cycles(
+                    "carrier", "a''", runner.series(spec, only=IPSHIFTS, why_not="not run: (a'') measures ipshift's "
+                                                    "planning cost; the others move only what they are told"),
+                    plan.busy_budget_s)
+                summarize_cycles(results, "busy", "a_busy", "outage", "outage_censored")
+                summarize_cycles(results, "busy", "a_busy_announce", "garp", "outage_censored")
+            lap()
             if "g" in plan.scenarios:
-                results["raw"]["carrier6"] = runner.cycles("carrier", "g", ipv6_spec())
+                results["raw"]["carrier6"] = runner.cycles("carrier", "g", runner.series(ipv6_spec()),
+                                                           {"keepalived": plan.slow_ipv6_budget_s,
+                                                            "*": plan.cycle_budget_s})
                 summarize_cycles(results, "carrier6", "g", "outage", "outage_censored")
                 summarize_cycles(results, "carrier6", "g_announce", "garp", "outage_censored")
                 results["timelines_ipv6"] = timelines(results["raw"]["carrier6"])
-            log(f"-- {time.monotonic() - started:.0f} s")
+            lap()
             if "h" in plan.scenarios:
-                results["raw"]["polled"] = runner.cycles("carrier", "h", MoveSpec(status_poll=True), only=("ipshift",),
-                                                         why_not="not run: (h) polls ipshift's own status")
-                summarize_cycles(results, "polled", "h", "outage", "outage_censored")
-                summarize_cycles(results, "polled", "h_announce", "garp", "outage_censored")
-            log(f"-- {time.monotonic() - started:.0f} s")
+                results["raw"]["batched"] = runner.cycles("carrier", "h", batched_series(runner), plan.batched_budget_s)
+                summarize_cycles(results, "batched", "h", "outage", "outage_censored")
+                summarize_cycles(results, "batched", "h_announce", "garp", "outage_censored")
+            lap()
+            if "i" in plan.scenarios:
+                results["raw"]["polled"] = runner.cycles(
+                    "carrier", "i", runner.series(MoveSpec(status_poll=True), only=("ipshift",),
+                                                  why_not="not run: (i) polls ipshift's own status"),
+                    plan.cycle_budget_s)
+                summarize_cycles(results, "polled", "i", "outage", "outage_censored")
+                summarize_cycles(results, "polled", "i_announce", "garp", "outage_censored")
+            lap()
             if "c" in plan.scenarios:
-                results["raw"]["path"] = runner.cycles("path", "c")
-                summarize_cycles(results, "path", "c", "outage", "outage_censored")
-            log(f"-- {time.monotonic() - started:.0f} s")
+                for iv in PATH_INTERVALS:
+                    spec = MoveSpec(probe=True, probe_interval=iv)
+                    rows = runner.series(spec, trigger="path")
+                    if iv != "10ms":  # (c'): faster than any VRRP advert; the carrier-only movers are listed once, in (c)
+                        rows = [r if r.contender in IPSHIFTS or r.status else dataclasses.replace(
+                            r, status="not run: (c') is for intervals below VRRP's fastest advert (10 ms)")
+                            for r in rows]
+                    key = "c" if iv == "10ms" else f"c_{iv}"
+                    results["raw"]["path" if iv == "10ms" else f"path_{iv}"] = runner.cycles(
+                        "path", key, rows, plan.path_budget_s)
+                    summarize_cycles(results, "path" if iv == "10ms" else f"path_{iv}", key, "outage",
+                                     "outage_censored")
+            lap()
             if "e" in plan.scenarios:
                 e = runner.scale()
                 results["raw"]["scale"] = e.pop("trials")
                 results["scenarios"]["e"] = e
-            log(f"-- {time.monotonic() - started:.0f} s")
+            lap()
             if "f" in plan.scenarios:
                 results["scenarios"]["f"] = runner.idle()
-            log(f"-- {time.monotonic() - started:.0f} s")
+            lap()
         except KeyboardInterrupt as exc:
             interrupted = True
             log(f"interrupted ({exc or 'Ctrl-C'}): cleaning up, writing partial results")

@@ -12,6 +12,11 @@ loss, carrier stays up).
 * :func:`run_scale` -- scenario (e) for one contender and one N.
 * :func:`run_floor` -- the kernel floor of (e): ``ip -batch`` with the same deletes and adds.
 * :func:`run_idle` -- scenario (f): CPU, RSS and wake-ups of an idle contender.
+* :func:`run_rss_after_moves` -- (f): RSS after one failover and one failback of N addresses.
+
+Scenario (h) is :func:`run_cycles` on a lab whose carrier changes are not urgent for the
+kernel's linkwatch (``MoveSpec.batched_carrier``): the trigger then comes PRE_EVENT_S after
+another link event in the gateway (the unused veth ``lw0``; see :meth:`Agent.down_after_linkwatch`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from contenders import Contender, MoveSpec
 LEAD_S = 0.15  # prober runs this long before the trigger (baseline gaps)
 TAIL_S = 0.15  # ...and this long after traffic is back
 PROBE_INTERVAL = 0.001
+PRE_EVENT_S = 0.2  # (h): the trigger comes this long after the kernel delivered the other link event
 
 
 class BudgetExceeded(Exception):
@@ -57,6 +63,8 @@ class CycleResult:
     send_late_max: float = 0.0
     skipped_slots: int = 0
     steps: list[dict[str, Any]] = field(default_factory=list)  # contender's step log, relative
+    pre_event: float | None = None  # (h): when the other link event was delivered, from the trigger (< 0)
+    pre_event_wait: float | None = None  # (h): how long the kernel held that event (flip -> delivered)
     note: str = ""
 
 
@@ -111,12 +119,21 @@ def run_cycles(
                     raise RuntimeError(f"{contender.name}: client cannot reach {target} before trial {i}")
             time.sleep(LEAD_S)
             agent.arm()
-            if trigger == "carrier":
+            pre: dict[str, Any] | None = None
+            if trigger == "carrier" and spec.batched_carrier:
+                pre = agent.down_after_linkwatch(port, PRE_EVENT_S)
+                t_fail = float(pre["t0"])
+            elif trigger == "carrier":
                 t_fail = agent.down(port)
             else:
                 t_fail = time.monotonic()
                 lab.lab.detach_nic(spec.home)
             res = CycleResult(trial=i, trigger=trigger, t_fail=t_fail)
+            if pre is not None:
+                res.pre_event = float(pre["t_lw"]) - t_fail
+                res.pre_event_wait = float(pre["t_lw"]) - float(pre["t_pre"])
+                if not pre["lw_ok"]:
+                    res.note = "the other link event was not seen within 3 s"
             ok = wait_until(lambda: _restored(agent.first(target, surv_mac), prober), contender.failover_timeout)
             t_garp = agent.first(target, surv_mac)
             res.garp = None if t_garp is None else t_garp - t_fail
@@ -356,6 +373,7 @@ def _proc_sample(pids: list[int]) -> dict[str, float]:
     """CPU time (ns, from each thread's schedstat), RSS and context switches of ``pids``."""
     cpu_ns = 0
     rss_kb = 0
+    hwm_kb = 0  # peak RSS
     switches = 0
     for pid in pids:
         try:
@@ -363,6 +381,8 @@ def _proc_sample(pids: list[int]) -> dict[str, float]:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         rss_kb += int(line.split()[1])
+                    elif line.startswith("VmHWM:"):
+                        hwm_kb += int(line.split()[1])
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                     cpu_ns += int(f.read().split()[0])
@@ -372,7 +392,7 @@ def _proc_sample(pids: list[int]) -> dict[str, float]:
                             switches += int(line.split()[1])
         except (OSError, IndexError, ValueError):
             continue
-    return {"cpu_ns": cpu_ns, "rss_kb": rss_kb, "switches": switches, "t": time.monotonic()}
+    return {"cpu_ns": cpu_ns, "rss_kb": rss_kb, "hwm_kb": hwm_kb, "switches": switches, "t": time.monotonic()}
 
 
 def run_idle(contender: Contender, duration: float) -> dict[str, Any]:
@@ -392,6 +412,44 @@ def run_idle(contender: Contender, duration: float) -> dict[str, Any]:
         "cpu_percent": 100.0 * (b["cpu_ns"] - a["cpu_ns"]) / 1e9 / dt,
         "rss_mib": b["rss_kb"] / 1024,
         "wakeups_per_s": (b["switches"] - a["switches"]) / dt,  # context switches: each wake-up is one
+    }
+
+
+def run_rss_after_moves(contender: Contender, lab: BenchLab, spec: MoveSpec, *, timeout: float,
+                        settle_s: float = 2.0, sample_s: float = 5.0) -> dict[str, Any]:
+    """(f): one failover and one failback of every address of ``spec`` (failback auto), then RSS
+    and an idle sample. Each direction waits until every address is where it should be."""
+    assert lab.agent is not None
+    agent = lab.agent
+    port = lab.lab.peer_of(spec.home)
+    n = len(spec.addresses)
+    time.sleep(1.0)
+    pids = contender.pids()
+    if not pids:
+        return {"status": "no processes"}
+    before = _proc_sample(pids)
+    agent.arm()
+    t0 = agent.down(port)
+    if not wait_until(lambda: count_on(lab, spec.survivor, spec) == n, timeout, poll=0.25):
+        return {"status": f"failover incomplete after {timeout:.0f} s: {count_on(lab, spec.survivor, spec)}/{n}"}
+    t_over = time.monotonic() - t0
+    moved = _proc_sample(pids)
+    agent.up(port)
+    t1 = time.monotonic()
+    if not wait_until(lambda: count_on(lab, spec.home, spec) == n and contender.home_ok(), timeout, poll=0.25):
+        return {"status": f"failback incomplete after {timeout:.0f} s: {count_on(lab, spec.home, spec)}/{n} home"}
+    t_back = time.monotonic() - t1
+    time.sleep(settle_s)
+    a = _proc_sample(pids)
+    time.sleep(sample_s)
+    b = _proc_sample(pids)
+    dt = b["t"] - a["t"]
+    return {
+        "status": "ok", "addresses": n, "failover_s": t_over, "failback_s": t_back,
+        "rss_mib_start": before["rss_kb"] / 1024, "rss_mib_after_failover": moved["rss_kb"] / 1024,
+        "rss_mib": b["rss_kb"] / 1024, "rss_peak_mib": b["hwm_kb"] / 1024, "duration_s": dt, "processes": len(pids),
+        "cpu_percent": 100.0 * (b["cpu_ns"] - a["cpu_ns"]) / 1e9 / dt,
+        "wakeups_per_s": (b["switches"] - a["switches"]) / dt,
     }
 
 

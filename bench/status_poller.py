@@ -1,4 +1,4 @@
-"""Scenario (h): an operator polling ``ipshift status`` in a loop, as fast as answers come.
+"""Scenario (i): an operator polling ``ipshift status`` in a loop, as fast as answers come.
 
 Usage: status_poller.py SOCKET SECONDS MAX_REQUESTS. Sends ``{"cmd": "status"}`` on the daemon's
 control socket (a unix socket: no network), reads the whole answer, and asks again at once; stops

@@ -25,7 +25,14 @@ Commands, one per line on stdin; each gets one JSON line on stdout:
 ``count [MAC]``          distinct IPs announced since arm (by MAC) -> {"n": ..}
 ``first IP [MAC]``       first announcement of IP since arm      -> {"t": .. or null, "mac": ..}
 ``garps [MAC]``          every first announcement since arm      -> {"garps": {ip: [t, mac]}}
+``lwdown PEER GWIF DELAY IF``  scenario (h), needs ``--gw-netns``: flip PEER (a switch-side veth
+                         on no bridge) up or down, wait until its gateway end GWIF shows the change
+                         in IFF_RUNNING (set by the kernel's linkwatch run, not by the flip itself),
+                         then DELAY s later ``down IF``  -> {"t_pre", "t_lw", "t0", "t1", "lw_ok"}
 ``quit``                 exit
+
+``--gw-netns NAME`` opens one AF_INET socket in the gateway namespace (setns there and back, at
+start) so that GWIF's flags can be read without starting a process or leaving the switch.
 
 The agent sends nothing on the wire. It exits on ``quit``, at end of input,
 or after ``--duration`` seconds (at most 4 hours). Only standard library.
@@ -72,6 +79,9 @@ ANNOUNCE_BPF = [
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+IFF_RUNNING = 0x40
+CLONE_NEWNET = 0x40000000
+LW_WAIT_S = 3.0  # linkwatch delays a non-urgent change by at most ~1 s
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 MAX_DURATION = 4 * 3600.0
 
@@ -87,6 +97,30 @@ def set_admin(ctl: socket.socket, ifname: str, up: bool) -> tuple[float, float]:
     fcntl.ioctl(ctl, SIOCSIFFLAGS, new)
     t1 = time.monotonic()
     return t0, t1
+
+
+def get_flags(ctl: socket.socket, ifname: str) -> int:
+    req = struct.pack("16sh22x", ifname.encode()[:15], 0)
+    return int(struct.unpack("16sh22x", fcntl.ioctl(ctl, SIOCGIFFLAGS, req))[1])
+
+
+def socket_in_netns(name: str) -> socket.socket:
+    """An AF_INET datagram socket of network namespace ``name`` (/run/netns/NAME); this thread
+    enters it for the socket() call only and returns to its own namespace."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    other = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(other, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {name}")
+        try:
+            return socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        finally:
+            if libc.setns(own, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back")
+    finally:
+        os.close(own)
+        os.close(other)
 
 
 def parse_announcement(frame: bytes) -> tuple[str, str] | None:
@@ -133,7 +167,7 @@ def parse_garp(frame: bytes) -> tuple[str, str] | None:
 
 
 class Agent:
-    def __init__(self, ifname: str) -> None:
+    def __init__(self, ifname: str, gw_netns: str | None = None) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self._bpf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in ANNOUNCE_BPF))
         prog = struct.pack("HL", len(ANNOUNCE_BPF), ctypes.addressof(self._bpf))
@@ -146,6 +180,7 @@ class Agent:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
         self.sock.setblocking(False)
         self.ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.gwctl = socket_in_netns(gw_netns) if gw_netns else None
         self.first: dict[tuple[str, str], float] = {}
         self.frames = 0
 
@@ -182,6 +217,8 @@ class Agent:
         if cmd in ("down", "up") and len(args) == 1:
             t0, t1 = set_admin(self.ctl, args[0], cmd == "up")
             return {"t0": t0, "t1": t1}
+        if cmd == "lwdown" and len(args) == 4 and self.gwctl is not None:
+            return self.lwdown(args[0], args[1], float(args[2]), args[3])
         mac = None
         if cmd == "count":
             mac = args[0].lower() if args else None
@@ -202,18 +239,38 @@ class Agent:
         return {"error": f"unknown command {line.strip()!r}"}
 
 
+    def lwdown(self, peer: str, gwif: str, delay: float, port: str) -> dict[str, Any]:
+        """Scenario (h): a link event in the gateway, then ``delay`` s after the kernel delivered it,
+        carrier loss of ``port``'s gateway NIC. Polls every 0.2 ms (bounded: LW_WAIT_S)."""
+        assert self.gwctl is not None
+        up = not get_flags(self.ctl, peer) & IFF_UP  # toggle: the previous trial left it either way
+        t_pre, _ = set_admin(self.ctl, peer, up)
+        lw_ok = False
+        while time.monotonic() - t_pre < LW_WAIT_S:
+            if bool(get_flags(self.gwctl, gwif) & IFF_RUNNING) == up:
+                lw_ok = True
+                break
+            time.sleep(0.0002)
+        t_lw = time.monotonic()
+        while (left := t_lw + delay - time.monotonic()) > 0:
+            time.sleep(left if left > 0.002 else 0.0001)
+        t0, t1 = set_admin(self.ctl, port, False)
+        return {"t_pre": t_pre, "t_lw": t_lw, "t0": t0, "t1": t1, "lw_ok": lw_ok}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="switch agent: trigger + announcement capture (gratuitous ARP, unsolicited NA)")
     p.add_argument("--ifname", default="cl0", help="switch port to capture on (default cl0)")
     p.add_argument("--duration", type=float, default=3600.0, help="exit after this many seconds")
     p.add_argument("--rt", type=int, default=0, metavar="PRIO", help="SCHED_FIFO priority (0: normal)")
+    p.add_argument("--gw-netns", default=None, metavar="NAME", help="gateway namespace, for lwdown")
     args = p.parse_args(argv)
     if args.rt:
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.rt))
         except OSError as exc:
             print(f"swagent: no real-time priority: {exc}", file=sys.stderr)
-    agent = Agent(args.ifname)
+    agent = Agent(args.ifname, args.gw_netns)
     end = time.monotonic() + min(args.duration, MAX_DURATION)
     stdin = sys.stdin.fileno()
     buf = b""

@@ -41,8 +41,14 @@ class MoveSpec:
     home: str = HOME
     survivor: str = SURVIVOR
     failback: bool = True
-    probe: bool = False  # scenario (c): detect path loss by probing, 10 ms x 3 misses, towards PROBE_TARGET
-    status_poll: bool = False  # scenario (h): `ipshift status` polled in a loop, 50,000 kept moves
+    probe: bool = False  # scenarios (c)/(c'): detect path loss by probing, `probe_interval` x 3 misses
+    probe_interval: str = "10ms"  # (c) 10ms; (c') 5ms and 2ms; (f) all three
+    status_poll: bool = False  # scenario (i): `ipshift status` polled in a loop, 50,000 kept moves
+    # Scenario (h): the lab's carrier changes are not urgent for the kernel's linkwatch (as on a
+    # physical NIC), and each trial flips an unused veth (lw0) 200 ms before the trigger.
+    batched_carrier: bool = False
+    carrier_poll: str | None = None  # ipshift's `detect.carrier_poll` (None: not set, ipshift's default)
+    busy: int = 0  # scenario (a''): this many more addresses on eth2 (backups: eth3), a 4-NIC gateway
 
     @property
     def target(self) -> str:
@@ -57,6 +63,15 @@ class MoveSpec:
     @property
     def ips(self) -> list[str]:
         return [str(ipaddress.ip_interface(a).ip) for a in self.addresses]
+
+
+BUSY_HOME, BUSY_SURVIVOR = "eth2", "eth3"
+
+
+def busy_addresses(n: int) -> tuple[str, ...]:
+    """Scenario (a''): the addresses the other NIC pair carries, 198.18.0.1/16 onwards."""
+    base = int(ipaddress.IPv4Address("198.18.0.1"))
+    return tuple(f"{ipaddress.IPv4Address(base + i)}/16" for i in range(n))
 
 
 def ipv6_spec() -> MoveSpec:
@@ -147,10 +162,10 @@ class Contender(Protocol):
 
 def all_contenders() -> dict[str, type[Any]]:
     from contenders.ipaddr2 import IPaddr2Contender
-    from contenders.ipshift import IpshiftContender
+    from contenders.ipshift import IpshiftContender, IpshiftNocheckContender
     from contenders.keepalived import KeepalivedContender, KeepalivedFastContender
     from contenders.shell import ShellContender
 
-    classes: list[type[Any]] = [IpshiftContender, ShellContender, IPaddr2Contender, KeepalivedFastContender,
-                           KeepalivedContender]
+    classes: list[type[Any]] = [IpshiftContender, IpshiftNocheckContender, ShellContender, IPaddr2Contender,
+                                KeepalivedFastContender, KeepalivedContender]
     return {str(getattr(c, "name")): c for c in classes}

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from benchlab import BenchLab, LabSpec, end_process
-from contenders import (CLIENT_ADDRS6, HOME_BASE, HOME_BASE6, SCALE_SURVIVOR_BASE, SURVIVOR_BASE, SURVIVOR_BASE6,
-                        MoveSpec, Step, Timeline)
+from contenders import (BUSY_HOME, BUSY_SURVIVOR, CLIENT_ADDRS6, HOME_BASE, HOME_BASE6, SCALE_SURVIVOR_BASE,
+                        SURVIVOR_BASE, SURVIVOR_BASE6, MoveSpec, Step, Timeline, busy_addresses)
 
 
 class ProcessGroup:
@@ -79,12 +79,19 @@ def single_gateway_spec(spec: MoveSpec) -> LabSpec:
         home.append(HOME_BASE6)
         survivor.append(SURVIVOR_BASE6)
     spec_kw = {"client_addrs": list(CLIENT_ADDRS6)} if spec.ipv6 else {}
+    # Added in reverse, so the first address the movers take is a secondary and the subnet's
+    # primary goes last: moving the primary first would make the kernel promote a secondary
+    # (and rewrite the routes of all the others) at every delete.
+    gw_addrs = {spec.home: [*home, *reversed(spec.addresses)], spec.survivor: survivor}
+    if spec.busy:  # (a''): a second NIC pair carrying addresses that the failure does not touch
+        gw_addrs[BUSY_HOME] = list(reversed(busy_addresses(spec.busy)))
+        gw_addrs[BUSY_SURVIVOR] = [SCALE_SURVIVOR_BASE]
     return LabSpec(
-        # Added in reverse, so the first address the movers take is a secondary and the subnet's
-        # primary goes last: moving the primary first would make the kernel promote a secondary
-        # (and rewrite the routes of all the others) at every delete.
-        gw_addrs={spec.home: [*home, *reversed(spec.addresses)], spec.survivor: survivor},
+        gw_addrs=gw_addrs,
         routes=[f"{r} dev {spec.home}" for r in spec.routes],
+        nics=4 if spec.busy else 2,
+        urgent_carrier=not spec.batched_carrier,
+        linkwatch_veth=spec.batched_carrier,
         **spec_kw,
     )
 
