@@ -261,13 +261,23 @@ class IpshiftContender(SingleGatewayMover):
         steps: list[Step] = [Step("detect", t0, f"{rec.get('kind', '')} {rec.get('nic', '')} ({rec.get('trigger', '')})")]
         for s in rec.get("nic_steps", []):
             steps.append(Step(str(s.get("op", "step")), t0 + (float(s["at_ms"]) + float(s["ms"])) / 1e3, str(s.get("text", ""))))
+        # "done": the end of the last step that changes something. A probe that defends a completed move
+        # (conflict_check "known: ..." or "optimistic") only listens: it delays nothing, and the record
+        # ends after its wait (conflict_check.timeout); an undo it causes is a step and counts.
+        done = t0 + max([float(s["at_ms"]) + float(s["ms"]) for s in rec.get("nic_steps", [])] or [0.0]) / 1e3
         for m in rec.get("moves", []):
+            defended = str(m.get("conflict_check", "")).startswith(("known", "optimistic"))
             for s in m.get("steps", []):
-                steps.append(Step(str(s.get("op", "step")), t0 + (float(s["at_ms"]) + float(s["ms"])) / 1e3,
-                                  str(m.get("address", ""))))
+                end = t0 + (float(s["at_ms"]) + float(s["ms"])) / 1e3
+                defence = defended and s.get("op") == "CheckConflict"
+                steps.append(Step("defended" if defence else str(s.get("op", "step")), end, str(m.get("address", ""))))
+                if not defence:
+                    done = max(done, end)
             if m.get("first_announce_ms") is not None and not any(s.get("op") == "Announce" for s in m.get("steps", [])):
                 steps.append(Step("announce", t0 + float(m["first_announce_ms"]) / 1e3, str(m.get("address", ""))))
-        steps.append(Step("done", t0 + float(rec.get("total_ms", 0.0)) / 1e3, str(rec.get("kind", ""))))
+        if not rec.get("moves") and not rec.get("nic_steps"):
+            done = t0 + float(rec.get("total_ms", 0.0)) / 1e3
+        steps.append(Step("done", done, str(rec.get("kind", ""))))
         steps.sort(key=lambda s: s.t)
         return Timeline(steps=steps, source="ipshift status --json")
 

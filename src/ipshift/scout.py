@@ -11,7 +11,8 @@ plan could put it on: its home NIC and the NICs that may take over from the
 one holding it now (``backups``, else every other configured NIC), among those
 on the address's subnet, minus the holder itself (:func:`pairs`).
 
-Pacing (:func:`pace`): every pair is asked once per ``background.every``,
+Pacing (:func:`pace`): every pair is asked once per ``background.every``
+(a batch's wait for answers never holds the schedule: batches overlap),
 spread evenly, at most ``background.max_rate`` probes per second for the whole
 gateway (more pairs than that allows stretch the cycle, and the start-up log
 says so); the first sweep after start goes at ``max_rate``, so the knowledge
@@ -149,7 +150,8 @@ class ConflictScout:
         now = self._clock()
         seen = [{"address": str(ip), "nic": nic, "reason": f.reason, "age_s": round(now - f.at, 1)}
                 for (ip, nic), f in self._findings.items() if f.reason]
-        return {"background": self._config().conflict_check.background is not None, "swept": self.swept,
+        cc = self._config().conflict_check
+        return {"background": cc.enabled and cc.background is not None, "swept": self.swept,
                 "probes": self.probes, "cycle_s": round(self._cycle, 1), "known": len(self._findings),
                 "conflicts": seen}
 
@@ -179,11 +181,20 @@ class ConflictScout:
             period = 1.0 / bg.max_rate if first else p.period
             per_tick = max(1, math.ceil(TICK / period))
             t = self._clock() + (0.0 if first else period * per_tick)
-            for i in range(0, len(todo), per_tick):
-                await asyncio.sleep(max(0.0, t - self._clock()))
-                await self._idle.wait()
-                await self._batch(todo[i:i + per_tick], cfg.conflict_check.timeout, probe)
-                t += period * per_tick
+            waiting: set[asyncio.Task[None]] = set()  # batches still listening: the schedule does not wait
+            try:
+                for i in range(0, len(todo), per_tick):
+                    await asyncio.sleep(max(0.0, t - self._clock()))
+                    await self._idle.wait()
+                    task = asyncio.ensure_future(self._batch(todo[i:i + per_tick], cfg.conflict_check.timeout, probe))
+                    waiting.add(task)
+                    task.add_done_callback(waiting.discard)
+                    t += period * per_tick
+                if waiting:
+                    await asyncio.gather(*waiting)
+            finally:
+                for task in waiting:
+                    task.cancel()
             first, self.swept = False, True
 
     async def _batch(self, batch: Iterable[tuple[IPAddress, str]], timeout: float, probe: Probe) -> None:

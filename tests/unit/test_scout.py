@@ -134,3 +134,39 @@ def test_no_background_probes_when_off_or_when_the_check_is_off() -> None:
 
     assert asyncio.run(scenario(background=None)) == []
     assert asyncio.run(scenario(enabled=False)) == []
+
+
+def test_batches_overlap_a_probes_wait_does_not_hold_the_schedule() -> None:
+    class SlowProbe(FakeProbe):
+        def __init__(self) -> None:
+            super().__init__({})
+            self.live = self.most = 0
+
+        async def __call__(self, nic: str, mac: str, ips: Sequence[IPAddress], timeout: float,
+                           own: Collection[str]) -> dict[IPAddress, str]:
+            self.live += 1
+            self.most = max(self.most, self.live)
+            await asyncio.sleep(timeout)  # listening for answers, as a real probe does
+            self.live -= 1
+            return await super().__call__(nic, mac, ips, timeout, own)
+
+    async def scenario() -> SlowProbe:
+        cfg = config(timeout="300ms", background={"every": "10s", "max_rate": 20})  # 1 pair per 50 ms
+        view = KernelView(lambda: snapshot(HOME))
+        await view.reread("test")
+        nics = NicStates(cfg, on_change=lambda: None)
+        nics.start(view.links)
+        idle = asyncio.Event()
+        idle.set()
+        probe = SlowProbe()
+        scout = ConflictScout(lambda: cfg, view, nics, idle, probe=probe)
+        task = asyncio.create_task(scout.run())
+        await asyncio.sleep(0.45)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        nics.close()
+        return probe
+
+    probe = asyncio.run(scenario())
+    # a pair every 100 ms (one tick), each listening 300 ms: three or more in flight at once
+    assert probe.most >= 3, probe.most
