@@ -217,7 +217,7 @@ class BackgroundConflictConfig(_Strict):
     # each (address, candidate survivor) is probed once per `every`, spread evenly, at most `max_rate`
     # probes per second for the whole gateway (more pairs stretch the cycle); see ipshift.scout
     every: Annotated[float, BeforeValidator(parse_duration), _at_least(1.0)] = 60.0
-    max_rate: float = Field(default=20.0, gt=0, le=10_000)  # each probe costs CPU (README)
+    max_rate: float = Field(default=100.0, gt=0, le=10_000)
 
 
 class ConflictConfig(_Strict):
