@@ -120,6 +120,7 @@ class ConflictScout:
         self._probe = probe
         self._clock = clock
         self._findings: dict[tuple[IPAddress, str], Finding] = {}
+        self._in_use: dict[tuple[IPAddress, str], Finding] = {}  # the findings of someone else: read per plan
         self._cycle = 0.0  # the current cycle's length (0: no sweep done yet)
         self.probes = 0  # sent, in all
         self.seen = 0  # conflicts found, in all (a pair in use counts once until it clears)
@@ -142,14 +143,14 @@ class ConflictScout:
     def in_use(self) -> dict[tuple[IPAddress, str], str]:
         """(address, NIC) -> who uses it, for every fresh finding of someone else: a planning input."""
         return {k: f"in use on the segment of {k[1]}: {f.reason} (background probe)"
-                for k, f in self._findings.items() if f.reason and self.fresh(*k) is not None}
+                for k, f in self._in_use.items() if self.fresh(*k) is not None}
 
     def report(self) -> dict[str, Any]:
         """What ``status`` and the metrics show: probes sent, the cycle, and the conflicts seen now
         (another host answered for an address on the segment of a NIC)."""
         now = self._clock()
         seen = [{"address": str(ip), "nic": nic, "reason": f.reason, "age_s": round(now - f.at, 1)}
-                for (ip, nic), f in self._findings.items() if f.reason]
+                for (ip, nic), f in self._in_use.items()]
         cc = self._config().conflict_check
         return {"background": cc.enabled and cc.background is not None, "swept": self.swept,
                 "probes": self.probes, "cycle_s": round(self._cycle, 1), "known": len(self._findings),
@@ -228,7 +229,11 @@ class ConflictScout:
         for ip in ips:
             reason = found.get(ip, "")
             before = self._findings.get((ip, nic))
-            self._findings[(ip, nic)] = Finding(now, reason)
+            self._findings[(ip, nic)] = finding = Finding(now, reason)
+            if reason:
+                self._in_use[(ip, nic)] = finding
+            else:
+                self._in_use.pop((ip, nic), None)
             where = ", ".join(sorted({nic_of(snap, a.ifname) for a in snap.where_is(ip)})) or "nowhere here"
             if reason and (before is None or not before.reason):
                 self.seen += 1

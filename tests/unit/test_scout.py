@@ -71,6 +71,21 @@ class FakeProbe:
         return {a: why for a, why in self.answers.items() if a in ips}
 
 
+async def run_scout(cfg: Any, probe: FakeProbe, seconds: float) -> None:
+    """A scout over the HOME snapshot, run for ``seconds`` and cancelled."""
+    view = KernelView(lambda: snapshot(HOME))
+    await view.reread("test")
+    nics = NicStates(cfg, on_change=lambda: None)
+    nics.start(view.links)
+    idle = asyncio.Event()
+    idle.set()
+    task = asyncio.create_task(ConflictScout(lambda: cfg, view, nics, idle, probe=probe).run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    nics.close()
+
+
 def test_a_sweep_keeps_findings_fresh_for_two_cycles_and_only_since_the_nics_last_change() -> None:
     async def scenario() -> None:
         now = [1000.0]
@@ -116,20 +131,8 @@ def test_a_sweep_keeps_findings_fresh_for_two_cycles_and_only_since_the_nics_las
 
 def test_no_background_probes_when_off_or_when_the_check_is_off() -> None:
     async def scenario(**conflict: Any) -> list[Any]:
-        cfg = config(**conflict)
-        view = KernelView(lambda: snapshot(HOME))
-        await view.reread("test")
-        nics = NicStates(cfg, on_change=lambda: None)
-        nics.start(view.links)
-        idle = asyncio.Event()
-        idle.set()
         probe = FakeProbe({})
-        scout = ConflictScout(lambda: cfg, view, nics, idle, probe=probe)
-        task = asyncio.create_task(scout.run())
-        await asyncio.sleep(0.05)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        nics.close()
+        await run_scout(config(**conflict), probe, 0.05)
         return probe.calls
 
     assert asyncio.run(scenario(background=None)) == []
@@ -151,20 +154,9 @@ def test_batches_overlap_a_probes_wait_does_not_hold_the_schedule() -> None:
             return await super().__call__(nic, mac, ips, timeout, own)
 
     async def scenario() -> SlowProbe:
-        cfg = config(timeout="300ms", background={"every": "10s", "max_rate": 20})  # 1 pair per 50 ms
-        view = KernelView(lambda: snapshot(HOME))
-        await view.reread("test")
-        nics = NicStates(cfg, on_change=lambda: None)
-        nics.start(view.links)
-        idle = asyncio.Event()
-        idle.set()
         probe = SlowProbe()
-        scout = ConflictScout(lambda: cfg, view, nics, idle, probe=probe)
-        task = asyncio.create_task(scout.run())
-        await asyncio.sleep(0.45)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        nics.close()
+        # 1 pair per 50 ms
+        await run_scout(config(timeout="300ms", background={"every": "10s", "max_rate": 20}), probe, 0.45)
         return probe
 
     probe = asyncio.run(scenario())
